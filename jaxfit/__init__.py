@@ -1,0 +1,45 @@
+"""jaxfit: composable Optax-protocol transformations for fitting models in JAX.
+
+Every transformation is a factory returning an ``optax.GradientTransformation``
+(pure ``init``/``update`` functions over pytrees), so jaxfit and Optax mix in
+one chain, in Flax's ``TrainState`` and ``nnx.Optimizer``, and under
+``jit``/``vmap``/``lax.scan``.
+"""
+
+from jaxfit.transforms import (
+    ScaleByAdamState,
+    ScaleByScheduleState,
+    TraceState,
+    adam,
+    adamw,
+    apply_updates,
+    chain,
+    clip,
+    clip_by_global_norm,
+    scale,
+    scale_by_adam,
+    scale_by_learning_rate,
+    scale_by_schedule,
+    sgd,
+    trace,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ScaleByAdamState",
+    "ScaleByScheduleState",
+    "TraceState",
+    "adam",
+    "adamw",
+    "apply_updates",
+    "chain",
+    "clip",
+    "clip_by_global_norm",
+    "scale",
+    "scale_by_adam",
+    "scale_by_learning_rate",
+    "scale_by_schedule",
+    "sgd",
+    "trace",
+]
