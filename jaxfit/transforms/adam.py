@@ -69,7 +69,7 @@ def scale_by_adam(
       >>> tx = jaxfit.scale_by_adam()
       >>> params = {'w': jnp.array([1.0, -2.0])}
       >>> updates, state = tx.update(params, tx.init(params))
-      >>> updates['w']  # the first Adam step is sign(g)
+      >>> updates['w'].round(4)  # the first Adam step is sign(g)
       Array([ 1., -1.], dtype=float32)
     """
     _checks.decay_rate("b1", b1)
@@ -198,7 +198,7 @@ def adamw(
       >>> tx = jaxfit.adamw(0.1, weight_decay=0.5, mask={'w': True, 'b': False})
       >>> zero = {'w': jnp.zeros(2), 'b': jnp.zeros(2)}
       >>> updates, _ = tx.update(zero, tx.init(params), params)
-      >>> updates['w'], updates['b']
+      >>> updates['w'], abs(updates['b'])
       (Array([-0.05, -0.05], dtype=float32), Array([0., 0.], dtype=float32))
     """
     _checks.non_negative("weight_decay", weight_decay)
