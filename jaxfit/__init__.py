@@ -6,6 +6,18 @@ one chain, in Flax's ``TrainState`` and ``nnx.Optimizer``, and under
 ``jit``/``vmap``/``lax.scan``.
 """
 
+from jaxfit.residuals import (
+    jacobian_mode,
+    make_batch,
+    model_residual,
+    normal_matvec,
+    residual_and_jacobian,
+    residual_loss,
+    robust_cost,
+    robust_rho,
+    robust_scaling,
+    weight_and_mask,
+)
 from jaxfit.transforms import (
     ScaleByAdamState,
     ScaleByScheduleState,
@@ -36,10 +48,20 @@ __all__ = [
     "chain",
     "clip",
     "clip_by_global_norm",
+    "jacobian_mode",
+    "make_batch",
+    "model_residual",
+    "normal_matvec",
+    "residual_and_jacobian",
+    "residual_loss",
+    "robust_cost",
+    "robust_rho",
+    "robust_scaling",
     "scale",
     "scale_by_adam",
     "scale_by_learning_rate",
     "scale_by_schedule",
     "sgd",
     "trace",
+    "weight_and_mask",
 ]
