@@ -126,3 +126,45 @@ def count() -> jax.Array:
 
 def real(name: str, value: Any) -> None:
     _number(name, value)
+
+
+def positive_int(name: str, value: Any) -> None:
+    """A count such as a maximum number of iterations: an integer >= 1.
+
+    Booleans and floats are rejected (``True`` or ``10.0`` steps is a mistake);
+    traced values are let through like other hyperparameters.
+    """
+    if isinstance(value, jax.core.Tracer):
+        return
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"`{name}` must be an integer >= 1, got {value!r}")
+    if value < 1:
+        raise ValueError(f"`{name}` must be an integer >= 1, got {value!r}")
+
+
+def in_interval(
+    name: str,
+    value: Any,
+    low: float,
+    high: float,
+    *,
+    closed_low: bool = False,
+    closed_high: bool = False,
+) -> None:
+    """``value`` lies between ``low`` and ``high`` (open ends unless closed)."""
+    number = _number(name, value)
+    if number is None:
+        return
+    above = number >= low if closed_low else number > low
+    below = number <= high if closed_high else number < high
+    if not (above and below):
+        left = "[" if closed_low else "("
+        right = "]" if closed_high else ")"
+        raise ValueError(
+            f"`{name}` must lie in {left}{low}, {high}{right}, got {value!r}"
+        )
+
+
+def one_of(name: str, value: Any, options: tuple[Any, ...]) -> None:
+    if value not in options:
+        raise ValueError(f"`{name}` must be one of {options!r}, got {value!r}")
