@@ -1,0 +1,353 @@
+"""Gauss-Newton and Levenberg-Marquardt as Optax-protocol transformations.
+
+Both are built with the residual function ``residual_fn(params, batch)`` and
+read the data from the ``batch`` keyword the chain passes to ``update`` (the
+same keyword a line search's ``value_fn(params, batch=...)`` consumes); other
+extra arguments (``value``, ``grad``, ``value_fn``) are ignored. The incoming
+``updates`` (usually a gradient) are ignored too: the step comes from the
+residuals. Params may be any pytree; they are flattened internally with
+``ravel_pytree``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.flatten_util import ravel_pytree
+
+from jaxfit import _checks
+from jaxfit import residuals as _res
+
+
+class ScaleByGaussNewtonState(NamedTuple):
+    """Gauss-Newton's state: iteration count and diagnostics at the last base.
+
+    ``cost`` and ``grad_norm`` (the infinity norm of ``J^T r``) are those at
+    the params passed to the last ``update``.
+    """
+
+    count: jax.Array
+    cost: jax.Array
+    grad_norm: jax.Array
+
+
+class ScaleByLevenbergMarquardtState(NamedTuple):
+    """Levenberg-Marquardt's state (all leaves of fixed dtype and shape).
+
+    Attributes:
+      count: int32 number of updates.
+      nfev: int32 residual evaluations (the start point and every trial).
+      njev: int32 Jacobian evaluations.
+      damping: the damping ``lambda`` (relative to ``scale``).
+      nu: Nielsen's growth factor for rejected steps.
+      scale: the diagonal ``D`` (running maximum of ``diag(J^T J)``).
+      cost: the cost at the params the last update returned.
+      grad_norm: infinity norm of ``J^T r`` at the last base point.
+      actual_reduction, predicted_reduction, ratio: of the last trial step.
+      step_norm: Euclidean norm of the last trial step.
+      accepted: whether the last trial step was taken.
+      base: the flat params where ``hessian``/``gradient`` were computed.
+      hessian, gradient: ``J^T J`` and ``J^T r`` at ``base``, reused after a
+        rejected step (a rejection then costs one residual evaluation).
+      valid: whether the cache holds anything yet.
+    """
+
+    count: jax.Array
+    nfev: jax.Array
+    njev: jax.Array
+    damping: jax.Array
+    nu: jax.Array
+    scale: jax.Array
+    cost: jax.Array
+    grad_norm: jax.Array
+    actual_reduction: jax.Array
+    predicted_reduction: jax.Array
+    ratio: jax.Array
+    step_norm: jax.Array
+    accepted: jax.Array
+    base: jax.Array
+    hessian: jax.Array
+    gradient: jax.Array
+    valid: jax.Array
+
+
+def _checked_options(loss, f_scale, jacobian_mode, jac):
+    _res._check_loss(loss)
+    _checks.positive("f_scale", f_scale)
+    if jacobian_mode not in _res.JACOBIAN_MODES:
+        raise ValueError(
+            f"`jacobian_mode` must be one of {_res.JACOBIAN_MODES!r}, "
+            f"got {jacobian_mode!r}"
+        )
+    if jac is not None and not callable(jac):
+        raise ValueError(f"`jac` must be None or callable, got {jac!r}")
+    if jac is not None and jacobian_mode == "matrix_free":
+        raise ValueError("`jac` (a dense Jacobian) cannot be used with matrix_free")
+
+
+def _flat_problem(residual_fn, params, batch):
+    flat, unravel = ravel_pytree(params)
+    flat_fn = lambda x: jnp.ravel(residual_fn(unravel(x), batch)).astype(x.dtype)
+    return flat, unravel, flat_fn
+
+
+def _mode_for(flat, r_shape_fn, jacobian_mode, jac):
+    if jac is not None:
+        return "user"
+    if jacobian_mode != "auto":
+        return jacobian_mode
+    m = jax.eval_shape(r_shape_fn, flat).shape[0]
+    return _res.jacobian_mode(flat.size, m, "auto", flat.dtype.itemsize)
+
+
+def _normal_equations(flat_fn, flat, mode, jac, unravel, batch, loss, f_scale):
+    """``(cost, J^T J, J^T r)`` of the (robustly reweighted) residuals."""
+    if mode == "user":
+        r = flat_fn(flat)
+        J = jnp.asarray(jac(unravel(flat), batch), flat.dtype).reshape(r.size, -1)
+    else:
+        r, J = _res.residual_and_jacobian(flat_fn, flat, mode)
+    cost = _res.robust_cost(r, loss, f_scale)
+    r_s, row = _res.robust_scaling(r, loss, f_scale)
+    J = J * row[:, None]
+    return cost, J.T @ J, J.T @ r_s
+
+
+def _matrix_free(flat_fn, flat, loss, f_scale):
+    """``(cost, v -> J^T J v, J^T r)`` without forming ``J``."""
+    r, jvp_fn, vjp_fn = _res.normal_matvec(flat_fn, flat)
+    cost = _res.robust_cost(r, loss, f_scale)
+    r_s, row = _res.robust_scaling(r, loss, f_scale)
+    return cost, lambda v: vjp_fn(row**2 * jvp_fn(v)), vjp_fn(row * r_s)
+
+
+def scale_by_gauss_newton(
+    residual_fn: Callable[[Any, Any], jax.Array],
+    *,
+    loss: str = "linear",
+    f_scale: float = 1.0,
+    jacobian_mode: str = "auto",
+    jac: Callable | None = None,
+) -> optax.GradientTransformationExtraArgs:
+    """Replaces the updates by the Gauss-Newton step ``d``.
+
+    ``d`` solves ``(J^T J) d = -J^T r`` at ``params`` (pseudo-inverse, so a
+    rank-deficient ``J`` gives the minimum-norm step). With a robust ``loss``
+    the residuals and Jacobian are reweighted as in SciPy. Chain it with a
+    line search (its ``value_fn`` the :func:`jaxfit.residual_loss` of the
+    same residuals) for a damped Gauss-Newton method.
+
+    Args:
+      residual_fn: ``(params, batch) -> r``, a 1-D residual vector.
+      loss: robust loss, one of ``jaxfit.residuals.LOSSES``.
+      f_scale: robust loss scale; > 0.
+      jacobian_mode: ``auto``, ``forward``, ``reverse`` or ``matrix_free``
+        (conjugate gradients on ``J^T J v``); see :func:`jaxfit.jacobian_mode`.
+      jac: optional ``jac(params, batch) -> J``, the ``m x n`` Jacobian with
+        respect to the flattened params.
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs``; ``update`` needs
+      ``params`` and reads ``batch=``.
+
+    Raises:
+      ValueError: unknown ``loss`` or ``jacobian_mode``, non-positive
+        ``f_scale``, or a non-callable ``jac``.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxfit
+      >>> res = lambda p, batch: p['a'] * batch - 2.0 * batch
+      >>> tx = jaxfit.scale_by_gauss_newton(res)
+      >>> params = {'a': jnp.array(0.0)}
+      >>> updates, _ = tx.update(params, tx.init(params), params, batch=jnp.ones(3))
+      >>> updates['a']
+      Array(2., dtype=float32)
+    """
+    _checked_options(loss, f_scale, jacobian_mode, jac)
+
+    def init_fn(params):
+        _checks.params(params)
+        flat, _ = ravel_pytree(params)
+        zero = jnp.zeros([], flat.dtype)
+        return ScaleByGaussNewtonState(_checks.count(), zero, zero)
+
+    def update_fn(updates, state, params=None, *, batch=None, **extra_args):
+        del updates, extra_args
+        if params is None:
+            raise ValueError("scale_by_gauss_newton needs `params` in update")
+        flat, unravel, flat_fn = _flat_problem(residual_fn, params, batch)
+        mode = _mode_for(flat, flat_fn, jacobian_mode, jac)
+        if mode == "matrix_free":
+            cost, matvec, g = _matrix_free(flat_fn, flat, loss, f_scale)
+            step, _ = jax.scipy.sparse.linalg.cg(matvec, -g, maxiter=4 * flat.size)
+        else:
+            cost, A, g = _normal_equations(
+                flat_fn, flat, mode, jac, unravel, batch, loss, f_scale
+            )
+            step = -jnp.linalg.pinv(A, hermitian=True) @ g
+        new_state = ScaleByGaussNewtonState(
+            count=optax.safe_increment(state.count),
+            cost=cost.astype(flat.dtype),
+            grad_norm=jnp.max(jnp.abs(g)).astype(flat.dtype),
+        )
+        return unravel(step.astype(flat.dtype)), new_state
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def scale_by_levenberg_marquardt(
+    residual_fn: Callable[[Any, Any], jax.Array],
+    *,
+    init_damping: float = 1e-3,
+    loss: str = "linear",
+    f_scale: float = 1.0,
+    jacobian_mode: str = "auto",
+    jac: Callable | None = None,
+) -> optax.GradientTransformationExtraArgs:
+    """Replaces the updates by a Levenberg-Marquardt step, or by zeros.
+
+    Each update solves ``(J^T J + lambda D) d = -J^T r`` with Marquardt's
+    scaling ``D`` (the running maximum of ``diag(J^T J)``, which makes the
+    method invariant to the units of each parameter), evaluates the residuals
+    once at ``params + d`` and forms the gain ratio ``rho`` of actual to
+    predicted cost reduction. A step with ``rho > 0`` is returned and
+    ``lambda`` shrinks by ``max(1/3, 1 - (2 rho - 1)**3)`` (Nielsen, 1999);
+    otherwise the update is zero and ``lambda`` grows by ``nu``, which doubles
+    on each consecutive rejection. After a rejection the next update at the
+    same params reuses ``J^T J`` and ``J^T r`` from the state, so it costs one
+    residual evaluation. In ``matrix_free`` mode ``D`` is the identity and the
+    system is solved by conjugate gradients.
+
+    Args:
+      residual_fn: ``(params, batch) -> r``, a 1-D residual vector.
+      init_damping: the initial ``lambda``; > 0.
+      loss, f_scale, jacobian_mode, jac: as in :func:`scale_by_gauss_newton`.
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs`` with a
+      ``ScaleByLevenbergMarquardtState``; ``update`` needs ``params`` and
+      reads ``batch=``.
+
+    Raises:
+      ValueError: as :func:`scale_by_gauss_newton`, or ``init_damping <= 0``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, jaxfit
+      >>> x = jnp.linspace(0.0, 1.0, 20)
+      >>> res = lambda p, batch: p['a'] * jnp.exp(p['k'] * batch[0]) - batch[1]
+      >>> tx = jaxfit.scale_by_levenberg_marquardt(res)
+      >>> params = {'a': jnp.array(1.0), 'k': jnp.array(0.0)}
+      >>> state = tx.init(params)
+      >>> batch = (x, 2.0 * jnp.exp(-1.5 * x))
+      >>> for _ in range(30):
+      ...     updates, state = tx.update(updates=params, state=state,
+      ...                                params=params, batch=batch)
+      ...     params = jaxfit.apply_updates(params, updates)
+      >>> round(float(params['a']), 4), round(float(params['k']), 4)
+      (2.0, -1.5)
+    """
+    _checked_options(loss, f_scale, jacobian_mode, jac)
+    _checks.positive("init_damping", init_damping)
+
+    def init_fn(params):
+        _checks.params(params)
+        flat, _ = ravel_pytree(params)
+        dtype = flat.dtype
+        n = flat.size
+        # Matrix-free mode keeps no n x n cache (n may be huge there).
+        k = 0 if jacobian_mode == "matrix_free" else n
+        zero = jnp.zeros([], dtype)
+        return ScaleByLevenbergMarquardtState(
+            count=_checks.count(),
+            nfev=_checks.count(),
+            njev=_checks.count(),
+            damping=jnp.asarray(init_damping, dtype),
+            nu=jnp.asarray(2.0, dtype),
+            scale=jnp.zeros([n], dtype),
+            cost=zero,
+            grad_norm=zero,
+            actual_reduction=zero,
+            predicted_reduction=zero,
+            ratio=zero,
+            step_norm=zero,
+            accepted=jnp.zeros([], bool),
+            base=jnp.zeros([k], dtype),
+            hessian=jnp.zeros([k, k], dtype),
+            gradient=jnp.zeros([k], dtype),
+            valid=jnp.zeros([], bool),
+        )
+
+    def update_fn(updates, state, params=None, *, batch=None, **extra_args):
+        del updates, extra_args
+        if params is None:
+            raise ValueError("scale_by_levenberg_marquardt needs `params` in update")
+        flat, unravel, flat_fn = _flat_problem(residual_fn, params, batch)
+        dtype = flat.dtype
+        mode = _mode_for(flat, flat_fn, jacobian_mode, jac)
+        if mode == "matrix_free":
+            cost, normal_matvec, g = _matrix_free(flat_fn, flat, loss, f_scale)
+            scale = jnp.ones_like(flat)
+            fresh = jnp.ones([], bool)
+        else:
+            reuse = state.valid & jnp.all(flat == state.base)
+
+            def compute(_):
+                return _normal_equations(
+                    flat_fn, flat, mode, jac, unravel, batch, loss, f_scale
+                )
+
+            cached = lambda _: (state.cost, state.hessian, state.gradient)
+            cost, A, g = jax.lax.cond(reuse, cached, compute, None)
+            cost = cost.astype(dtype)
+            fresh = ~reuse
+            scale = jnp.maximum(state.scale, jnp.diag(A))
+            # A zero column (a parameter the residuals ignore) keeps unit scale.
+            scale = jnp.where(scale > 0, scale, 1.0)
+            normal_matvec = lambda v: A @ v
+        damping = state.damping
+
+        if mode == "matrix_free":
+            damped = lambda v: normal_matvec(v) + damping * scale * v
+            step, _ = jax.scipy.sparse.linalg.cg(damped, -g, maxiter=4 * flat.size)
+        else:
+            step = jnp.linalg.solve(A + jnp.diag(damping * scale), -g)
+        step = step.astype(dtype)
+        new_cost = _res.robust_cost(flat_fn(flat + step), loss, f_scale).astype(dtype)
+        actual = cost - new_cost
+        predicted = 0.5 * jnp.dot(step, damping * scale * step - g)
+        ratio = jnp.where(predicted > 0, actual / predicted, -jnp.inf)
+        ratio = jnp.where(jnp.isfinite(new_cost), ratio, -jnp.inf)
+        accepted = ratio > 0
+        shrink = jnp.maximum(1 / 3, 1 - (2 * ratio - 1) ** 3)
+        new_damping = jnp.where(accepted, damping * shrink, damping * state.nu)
+        # Capped so that endless rejections at a minimum never make inf * 0.
+        new_damping = jnp.minimum(new_damping, 1e30)
+        new_nu = jnp.where(accepted, 2.0, 2 * state.nu).astype(dtype)
+        # A first call counts the residual evaluated with the Jacobian.
+        nfev = state.nfev + 1 + jnp.where(state.valid, 0, 1).astype(jnp.int32)
+        new_state = ScaleByLevenbergMarquardtState(
+            count=optax.safe_increment(state.count),
+            nfev=nfev,
+            njev=state.njev + fresh.astype(jnp.int32),
+            damping=new_damping.astype(dtype),
+            nu=new_nu,
+            scale=scale.astype(dtype),
+            cost=jnp.where(accepted, new_cost, cost),
+            grad_norm=jnp.max(jnp.abs(g)).astype(dtype),
+            actual_reduction=actual,
+            predicted_reduction=predicted.astype(dtype),
+            ratio=ratio.astype(dtype),
+            step_norm=jnp.linalg.norm(step).astype(dtype),
+            accepted=accepted,
+            base=flat if mode != "matrix_free" else state.base,
+            hessian=A if mode != "matrix_free" else state.hessian,
+            gradient=g.astype(dtype) if mode != "matrix_free" else state.gradient,
+            valid=jnp.ones([], bool),
+        )
+        return unravel(jnp.where(accepted, step, 0)), new_state
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -1,0 +1,229 @@
+"""Gauss-Newton and Levenberg-Marquardt transformations (vs NumPy and SciPy)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+import scipy.optimize
+
+import jaxfit
+
+
+@pytest.fixture(autouse=True)
+def _x64():
+    with jax.enable_x64(True):
+        yield
+
+
+def _exp_problem(n=40, outlier=False):
+    x = np.linspace(0, 2, n)
+    y = 3.0 * np.exp(-1.3 * x) + 0.5 + 0.01 * np.sin(7 * x)
+    if outlier:
+        y[5] += 4.0
+    return jnp.asarray(x), jnp.asarray(y)
+
+
+def _tree_residual(p, batch):
+    x, y = batch
+    return p["amp"] * jnp.exp(-p["rate"][0] * x) + p["rate"][1] - y
+
+
+def _flat(p):
+    return np.array([p["amp"], p["rate"][0], p["rate"][1]])
+
+
+def _run(tx, params, batch, steps):
+    state = tx.init(params)
+    step = jax.jit(lambda p, s: tx.update(p, s, p, batch=batch))
+    for _ in range(steps):
+        updates, state = step(params, state)
+        params = jaxfit.apply_updates(params, updates)
+    return params, state
+
+
+def _p0():
+    # Explicit dtypes: jnp.array(1.0) would be weakly typed.
+    return {
+        "amp": jnp.array(1.0, jnp.float64),
+        "rate": jnp.array([0.5, 0.0], jnp.float64),
+    }
+
+
+def test_gauss_newton_step_solves_a_linear_problem_exactly():
+    rng = np.random.default_rng(0)
+    A = jnp.asarray(rng.normal(size=(30, 4)))
+    b = jnp.asarray(rng.normal(size=30))
+    res = lambda p, batch: batch[0] @ jnp.concatenate([p["w"], p["b"]]) - batch[1]
+    params = {"w": jnp.zeros(3), "b": jnp.zeros(1)}
+    tx = jaxfit.scale_by_gauss_newton(res)
+    updates, state = tx.update(params, tx.init(params), params, batch=(A, b))
+    expected = np.linalg.lstsq(np.asarray(A), np.asarray(b), rcond=None)[0]
+    got = np.concatenate([updates["w"], updates["b"]])
+    np.testing.assert_allclose(got, expected, rtol=1e-10)
+    np.testing.assert_allclose(state.cost, 0.5 * np.sum(np.asarray(b) ** 2))
+
+
+@pytest.mark.parametrize("mode", ["forward", "reverse", "matrix_free", "user"])
+def test_gauss_newton_modes_give_the_same_step(mode):
+    batch = _exp_problem()
+    if mode == "user":
+        jac = lambda p, b: jax.jacfwd(lambda f: _tree_residual(unravel(f), b))(
+            jax.flatten_util.ravel_pytree(p)[0]
+        )
+        _, unravel = jax.flatten_util.ravel_pytree(_p0())
+        tx = jaxfit.scale_by_gauss_newton(_tree_residual, jac=jac)
+    else:
+        tx = jaxfit.scale_by_gauss_newton(_tree_residual, jacobian_mode=mode)
+    ref = jaxfit.scale_by_gauss_newton(_tree_residual)
+    got, _ = tx.update(_p0(), tx.init(_p0()), _p0(), batch=batch)
+    expected, _ = ref.update(_p0(), ref.init(_p0()), _p0(), batch=batch)
+    np.testing.assert_allclose(_flat(got), _flat(expected), rtol=1e-6)
+
+
+@pytest.mark.parametrize("loss", ["linear", "soft_l1", "cauchy"])
+def test_levenberg_marquardt_reaches_scipy_least_squares_optimum(loss):
+    batch = _exp_problem(outlier=True)
+    tx = jaxfit.scale_by_levenberg_marquardt(_tree_residual, loss=loss, f_scale=0.2)
+    params, state = _run(tx, _p0(), batch, 200)
+    x, y = (np.asarray(a) for a in batch)
+    fun = lambda q: q[0] * np.exp(-q[1] * x) + q[2] - y
+    ref = scipy.optimize.least_squares(
+        fun, _flat(_p0()), loss=loss, f_scale=0.2, xtol=1e-15, ftol=1e-15, gtol=1e-15
+    )
+    np.testing.assert_allclose(_flat(params), ref.x, rtol=1e-7)
+    np.testing.assert_allclose(state.cost, ref.cost, rtol=1e-10)
+
+
+def test_rejected_steps_return_zero_and_raise_damping():
+    # Rosenbrock residuals from far away with almost no damping: the first
+    # Gauss-Newton-like steps overshoot and must be rejected.
+    res = lambda p, batch: jnp.stack([10 * (p[1] - p[0] ** 2), 1 - p[0]])
+    tx = jaxfit.scale_by_levenberg_marquardt(res, init_damping=1e-9)
+    params = jnp.array([-1.2, 1.0])
+    state = tx.init(params)
+    rejected = 0
+    for _ in range(60):
+        updates, new_state = tx.update(params, state, params)
+        if not bool(new_state.accepted):
+            rejected += 1
+            np.testing.assert_array_equal(updates, 0.0)
+            grown = float(new_state.damping) > float(state.damping)
+            assert grown or float(new_state.damping) == 1e30  # the cap
+            # A rejection reuses J^T J: only one residual evaluation.
+            fresh = int(state.count) == 0 or bool(state.accepted)
+            assert int(new_state.njev) == int(state.njev) + fresh
+        else:
+            assert float(new_state.cost) < float(state.cost) or state.count == 0
+        params, state = params + updates, new_state
+    assert rejected > 0
+    np.testing.assert_allclose(params, [1.0, 1.0], atol=1e-8)
+
+
+def test_state_avals_are_fixed_and_the_step_compiles_once(count_compilations):
+    batch = _exp_problem()
+    tx = jaxfit.scale_by_levenberg_marquardt(_tree_residual)
+    state = tx.init(_p0())
+    _, new_state = tx.update(_p0(), state, _p0(), batch=batch)
+    assert jax.tree.map(jax.typeof, state) == jax.tree.map(jax.typeof, new_state)
+    assert state.count.dtype == jnp.int32
+    assert not any(jax.typeof(leaf).weak_type for leaf in jax.tree.leaves(state))
+
+    @jax.jit
+    def step(p, s, b):
+        updates, s = tx.update(p, s, p, batch=b)
+        return jaxfit.apply_updates(p, updates), s
+
+    params = _p0()
+    with count_compilations() as counter:
+        for _ in range(5):
+            params, state = step(params, state, batch)
+    assert counter.count == 1
+
+
+def test_scan_and_vmap_over_independent_problems():
+    x, y = _exp_problem()
+    ys = jnp.stack([y, 2 * y, y + 1.0])
+    tx = jaxfit.scale_by_levenberg_marquardt(_tree_residual)
+
+    def solve(y):
+        def body(carry, _):
+            p, s = carry
+            u, s = tx.update(p, s, p, batch=(x, y))
+            return (jaxfit.apply_updates(p, u), s), s.cost
+
+        (p, _), _ = jax.lax.scan(body, (_p0(), tx.init(_p0())), None, length=40)
+        return p
+
+    batched = jax.jit(jax.vmap(solve))(ys)
+    for i in range(3):
+        single = solve(ys[i])
+        np.testing.assert_allclose(
+            _flat(jax.tree.map(lambda a, i=i: a[i], batched)), _flat(single), rtol=1e-9
+        )
+    # Scaling the data by 2 scales amp and offset by 2 at the optimum.
+    np.testing.assert_allclose(batched["amp"][1], 2 * batched["amp"][0], rtol=1e-7)
+
+
+def test_gauss_newton_chains_with_clipping_and_optax_line_search():
+    batch = _exp_problem()
+    loss = jaxfit.residual_loss(_tree_residual)
+    tx = optax.chain(
+        jaxfit.scale_by_gauss_newton(_tree_residual),
+        jaxfit.clip_by_global_norm(5.0),
+        optax.scale_by_backtracking_linesearch(max_backtracking_steps=30),
+    )
+    params = _p0()
+    state = tx.init(params)
+    for _ in range(30):
+        value, grad = jax.value_and_grad(loss)(params, batch)
+        updates, state = tx.update(
+            grad, state, params, value=value, grad=grad, value_fn=loss, batch=batch
+        )
+        params = jaxfit.apply_updates(params, updates)
+    lm_params, _ = _run(
+        jaxfit.scale_by_levenberg_marquardt(_tree_residual), _p0(), batch, 60
+    )
+    np.testing.assert_allclose(_flat(params), _flat(lm_params), rtol=1e-7)
+
+
+def test_levenberg_marquardt_chains_after_clipping_in_optax_chain():
+    batch = _exp_problem()
+    tx = optax.chain(
+        jaxfit.scale_by_levenberg_marquardt(_tree_residual), optax.clip(10.0)
+    )
+    params, _ = _run(tx, _p0(), batch, 60)
+    ref, _ = _run(jaxfit.scale_by_levenberg_marquardt(_tree_residual), _p0(), batch, 60)
+    np.testing.assert_allclose(_flat(params), _flat(ref), rtol=1e-7)
+
+
+def test_matrix_free_levenberg_marquardt_converges():
+    batch = _exp_problem()
+    tx = jaxfit.scale_by_levenberg_marquardt(
+        _tree_residual, jacobian_mode="matrix_free"
+    )
+    params, state = _run(tx, _p0(), batch, 80)
+    assert state.hessian.shape == (0, 0)
+    ref, _ = _run(jaxfit.scale_by_levenberg_marquardt(_tree_residual), _p0(), batch, 60)
+    np.testing.assert_allclose(_flat(params), _flat(ref), rtol=1e-6)
+
+
+def test_bad_arguments_name_the_argument():
+    res = lambda p, b: p
+    with pytest.raises(ValueError, match="`loss`"):
+        jaxfit.scale_by_levenberg_marquardt(res, loss="l1")
+    with pytest.raises(ValueError, match="`f_scale`"):
+        jaxfit.scale_by_gauss_newton(res, f_scale=-1.0)
+    with pytest.raises(ValueError, match="`jacobian_mode`"):
+        jaxfit.scale_by_gauss_newton(res, jacobian_mode="numeric")
+    with pytest.raises(ValueError, match="`init_damping`"):
+        jaxfit.scale_by_levenberg_marquardt(res, init_damping=0.0)
+    with pytest.raises(ValueError, match="`jac`"):
+        jaxfit.scale_by_levenberg_marquardt(res, jac="2-point")
+    with pytest.raises(ValueError, match="`params`"):
+        jaxfit.scale_by_levenberg_marquardt(res).init({"a": "x"})
+    tx = jaxfit.scale_by_gauss_newton(res)
+    with pytest.raises(ValueError, match="`params`"):
+        tx.update(jnp.ones(2), tx.init(jnp.ones(2)))
