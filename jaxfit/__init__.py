@@ -6,6 +6,12 @@ one chain, in Flax's ``TrainState`` and ``nnx.Optimizer``, and under
 ``jit``/``vmap``/``lax.scan``.
 """
 
+from jaxfit.curve_fit import (
+    CurveFitResult,
+    LeastSquaresSolution,
+    curve_fit,
+    least_squares_solve,
+)
 from jaxfit.residuals import (
     jacobian_mode,
     make_batch,
@@ -50,6 +56,8 @@ from jaxfit.transforms import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "CurveFitResult",
+    "LeastSquaresSolution",
     "LinesearchInfo",
     "ScaleByAdamState",
     "ScaleByBacktrackingLinesearchState",
@@ -64,8 +72,10 @@ __all__ = [
     "chain",
     "clip",
     "clip_by_global_norm",
+    "curve_fit",
     "jacobian_mode",
     "lbfgs",
+    "least_squares_solve",
     "make_batch",
     "model_residual",
     "normal_matvec",

@@ -1,0 +1,269 @@
+"""curve_fit against SciPy; the device loop, vmap, bounds, pcov, errors."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.optimize as so
+
+import jaxfit
+
+X = np.linspace(0, 10, 60)
+
+# name: (jax model, numpy model, true params, far start)
+PROBLEMS = {
+    "exponential": (
+        lambda x, a, k, c: a * jnp.exp(-k * x) + c,
+        lambda x, a, k, c: a * np.exp(-k * x) + c,
+        [5.0, 0.7, 1.0],
+        [1.0, 0.01, 0.0],
+    ),
+    "rational": (
+        lambda x, a, b, c: (a + b * x) / (1 + c * x),
+        lambda x, a, b, c: (a + b * x) / (1 + c * x),
+        [2.0, 3.0, 0.5],
+        [1.0, 1.0, 1.0],
+    ),
+    "gaussian_peak": (
+        lambda x, a, mu, s, c: a * jnp.exp(-0.5 * ((x - mu) / s) ** 2) + c,
+        lambda x, a, mu, s, c: a * np.exp(-0.5 * ((x - mu) / s) ** 2) + c,
+        [3.0, 6.0, 0.8, 0.2],
+        [1.0, 4.5, 2.0, 0.0],
+    ),
+    "periodic": (
+        lambda x, a, w, ph, c: a * jnp.sin(w * x + ph) + c,
+        lambda x, a, w, ph, c: a * np.sin(w * x + ph) + c,
+        [2.0, 1.3, 0.4, 0.5],
+        [1.0, 1.2, 0.0, 0.0],
+    ),
+}
+
+
+def _data(name, seed=0):
+    _, fn, true, _ = PROBLEMS[name]
+    rng = np.random.default_rng(seed)
+    return fn(X, *true) + 0.05 * rng.normal(size=X.size)
+
+
+def _reference(fn, y, start, **kwargs):
+    """SciPy at its tightest, started at the optimum: the certified values."""
+    return so.curve_fit(
+        fn, X, y, p0=start, xtol=1e-15, ftol=1e-15, gtol=1e-15, **kwargs
+    )
+
+
+def _assert_pcov_close(pcov, ref, rtol):
+    # Compare in units of the standard errors (small off-diagonals included).
+    d = np.sqrt(np.outer(np.diag(ref), np.diag(ref)))
+    np.testing.assert_allclose(pcov / d, ref / d, atol=rtol)
+
+
+@pytest.mark.parametrize("name", PROBLEMS)
+def test_far_start_reaches_scipy_certified_optimum_and_pcov(name):
+    fj, fn, _, start = PROBLEMS[name]
+    y = _data(name)
+    popt, pcov = jaxfit.curve_fit(fj, X, y, p0=start)
+    ref, ref_cov = _reference(fn, y, popt)
+    np.testing.assert_allclose(popt, ref, rtol=1e-6)
+    _assert_pcov_close(pcov, ref_cov, 1e-5)
+    assert popt.dtype == np.float64 and isinstance(popt, np.ndarray)
+
+
+def test_global_x64_flag_is_left_alone():
+    fj, _, _, start = PROBLEMS["exponential"]
+    before = jax.config.jax_enable_x64
+    jaxfit.curve_fit(fj, X, _data("exponential"), p0=start)
+    assert jax.config.jax_enable_x64 == before
+
+
+@pytest.mark.parametrize("absolute_sigma", [False, True])
+def test_sigma_1d_and_2d_match_scipy(absolute_sigma):
+    fj, fn, true, _ = PROBLEMS["exponential"]
+    y = _data("exponential", 1)
+    sigma = 0.05 * (1 + X / 10)
+    popt, pcov = jaxfit.curve_fit(
+        fj, X, y, p0=true, sigma=sigma, absolute_sigma=absolute_sigma
+    )
+    ref, ref_cov = _reference(fn, y, popt, sigma=sigma, absolute_sigma=absolute_sigma)
+    np.testing.assert_allclose(popt, ref, rtol=1e-7)
+    _assert_pcov_close(pcov, ref_cov, 1e-5)
+    idx = np.arange(X.size)
+    cov = np.outer(sigma, sigma) * 0.3 ** np.abs(idx[:, None] - idx[None, :])
+    popt, pcov = jaxfit.curve_fit(
+        fj, X, y, p0=true, sigma=cov, absolute_sigma=absolute_sigma
+    )
+    ref, ref_cov = _reference(fn, y, popt, sigma=cov, absolute_sigma=absolute_sigma)
+    np.testing.assert_allclose(popt, ref, rtol=1e-7)
+    _assert_pcov_close(pcov, ref_cov, 1e-5)
+
+
+@pytest.mark.parametrize("loss", ["soft_l1", "huber", "cauchy", "arctan"])
+def test_robust_losses_match_scipy_trf(loss):
+    fj, fn, true, _ = PROBLEMS["exponential"]
+    y = _data("exponential", 2)
+    y[[3, 17, 40]] += [3.0, -2.0, 4.0]
+    res = jaxfit.curve_fit(
+        fj, X, y, p0=true, loss=loss, f_scale=0.1, full_output=True, ftol=1e-12
+    )
+    ref, ref_cov = so.curve_fit(
+        fn,
+        X,
+        y,
+        p0=res.popt,
+        method="trf",
+        loss=loss,
+        f_scale=0.1,
+        xtol=1e-15,
+        ftol=1e-15,
+        gtol=1e-15,
+    )
+    np.testing.assert_allclose(res.popt, ref, rtol=1e-6)
+    _assert_pcov_close(res.pcov, ref_cov, 1e-4)
+
+
+def test_bounds_are_respected_and_match_scipy_trf():
+    fj, fn, _, _ = PROBLEMS["exponential"]
+    y = _data("exponential")
+    bounds = ([0.0, 0.0, 1.5], [10.0, 0.5, 3.0])  # the true k=0.7, c=1 are outside
+    popt, pcov = jaxfit.curve_fit(fj, X, y, p0=[1.0, 0.1, 2.0], bounds=bounds)
+    assert np.all(popt >= bounds[0]) and np.all(popt <= bounds[1])
+    ref, _ = so.curve_fit(fn, X, y, p0=[1.0, 0.1, 2.0], bounds=bounds, method="trf")
+    np.testing.assert_allclose(popt, ref, rtol=1e-4, atol=1e-6)
+    # Inactive bounds: the unconstrained optimum and SciPy's pcov.
+    popt, pcov = jaxfit.curve_fit(fj, X, y, p0=[1.0, 0.1, 2.0], bounds=(0, [20, 5, 5]))
+    ref, ref_cov = _reference(fn, y, popt)
+    np.testing.assert_allclose(popt, ref, rtol=1e-6)
+    _assert_pcov_close(pcov, ref_cov, 1e-4)
+
+
+def test_default_p0_from_the_signature_and_bounds():
+    f = lambda x, a, b: a * x + b
+    popt, _ = jaxfit.curve_fit(f, X, 2 * X + 1)
+    np.testing.assert_allclose(popt, [2.0, 1.0], rtol=1e-9)
+    popt, _ = jaxfit.curve_fit(f, X, 2 * X + 1, bounds=([0, 0], [5, 5]))
+    np.testing.assert_allclose(popt, [2.0, 1.0], rtol=1e-6)
+
+
+def test_full_output_fields():
+    fj, fn, true, _ = PROBLEMS["exponential"]
+    y = _data("exponential")
+    res = jaxfit.curve_fit(fj, X, y, p0=true, full_output=True)
+    assert res.success and res.status in (1, 2, 3, 4) and res.message
+    assert res.nfev >= res.njev >= 1
+    np.testing.assert_allclose(res.perr, np.sqrt(np.diag(res.pcov)))
+    np.testing.assert_allclose(res.fun, fn(X, *res.popt) - y, atol=1e-12)
+    np.testing.assert_allclose(res.cost, 0.5 * np.sum(res.fun**2))
+    assert res.jac.shape == (X.size, 3)
+
+
+def test_user_jacobian_is_used():
+    f = lambda x, a, k: a * jnp.exp(-k * x)
+    jac = lambda x, a, k: jnp.stack([jnp.exp(-k * x), -a * x * jnp.exp(-k * x)], 1)
+    y = 3 * np.exp(-0.4 * X)
+    popt, _ = jaxfit.curve_fit(f, X, y, p0=[1.0, 1.0], jac=jac)
+    np.testing.assert_allclose(popt, [3.0, 0.4], rtol=1e-8)
+
+
+def test_undetermined_covariance_is_inf_with_a_warning():
+    f = lambda x, a, b: (a + b) * x  # only a + b is determined
+    with pytest.warns(so.OptimizeWarning, match="Covariance"):
+        popt, pcov = jaxfit.curve_fit(f, X, 2 * X + 0.01 * np.sin(X), p0=[1.0, 0.0])
+    assert np.all(np.isinf(pcov))
+    np.testing.assert_allclose(popt.sum(), 2.0, rtol=1e-3)
+
+
+def test_nan_policy_omit_matches_dropping_points_and_raise_errors():
+    fj, _, true, _ = PROBLEMS["exponential"]
+    y = _data("exponential")
+    y_nan = y.copy()
+    y_nan[[4, 30]] = np.nan
+    keep = np.isfinite(y_nan)
+    popt, pcov = jaxfit.curve_fit(fj, X, y_nan, p0=true, nan_policy="omit")
+    ref, ref_cov = jaxfit.curve_fit(fj, X[keep], y[keep], p0=true)
+    np.testing.assert_allclose(popt, ref, rtol=1e-10)
+    np.testing.assert_allclose(pcov, ref_cov, rtol=1e-8)
+    with pytest.raises(ValueError, match="`ydata`"):
+        jaxfit.curve_fit(fj, X, y_nan, p0=true)
+    x_inf = X.copy()
+    x_inf[2] = np.inf
+    with pytest.raises(ValueError, match="`xdata`"):
+        jaxfit.curve_fit(fj, x_inf, y, p0=true, nan_policy="raise")
+
+
+def test_bad_input_errors_name_the_argument():
+    f = lambda x, a, b: a * x + b
+    y = 2 * X + 1
+    with pytest.raises(ValueError, match="`xdata`"):
+        jaxfit.curve_fit(f, X[:10], y)
+    with pytest.raises(ValueError, match="`p0`"):
+        jaxfit.curve_fit(f, X, y, p0=[1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match="`p0` is infeasible"):
+        jaxfit.curve_fit(f, X, y, p0=[10.0, 1.0], bounds=(0, 5))
+    with pytest.raises(ValueError, match="`bounds`"):
+        jaxfit.curve_fit(f, X, y, bounds=(1, 0))
+    with pytest.raises(ValueError, match=r"`ydata`.*fewer"):
+        jaxfit.curve_fit(f, X[:1], y[:1])
+    with pytest.raises(ValueError, match="`method`"):
+        jaxfit.curve_fit(f, X, y, bounds=(0, 5), method="lm")
+    with pytest.raises(ValueError, match="`sigma`"):
+        jaxfit.curve_fit(f, X, y, sigma=np.ones(3))
+    with pytest.raises(ValueError, match="`loss`"):
+        jaxfit.curve_fit(f, X, y, loss="l1")
+    with pytest.raises(ValueError, match="`nan_policy`"):
+        jaxfit.curve_fit(f, X, y, nan_policy="drop")
+    with pytest.raises(ValueError, match="unknown keyword"):
+        jaxfit.curve_fit(f, X, y, tol=1e-3)
+    with pytest.raises(ValueError, match="`ydata` must not be empty"):
+        jaxfit.curve_fit(f, [], [])
+    with pytest.raises(ValueError, match="initial point"):
+        jaxfit.curve_fit(lambda x, a: jnp.log(a) * x, X, y, p0=[-1.0])
+    with pytest.raises(RuntimeError, match="Optimal parameters not found"):
+        jaxfit.curve_fit(
+            PROBLEMS["gaussian_peak"][0],
+            X,
+            _data("gaussian_peak"),
+            p0=[1.0, 4.5, 2.0, 0.0],
+            max_nfev=3,
+        )
+
+
+def test_no_recompilation_for_repeats_and_lengths_in_one_bucket(count_compilations):
+    f = lambda x, a, k: a * jnp.exp(-k * x)
+
+    def fit(m):
+        x = np.linspace(0, 3, m)
+        return jaxfit.curve_fit(f, x, 2 * np.exp(-0.5 * x), p0=[1.0, 1.0])
+
+    fit(100)  # compiles the bucket of 100 (104 points)
+    with count_compilations() as counter:
+        popt, _ = fit(100)
+        fit(99)
+        fit(97)
+    assert counter.count == 0
+    np.testing.assert_allclose(popt, [2.0, 0.5], rtol=1e-8)
+
+
+def test_vmapped_solver_fits_many_datasets_at_once():
+    f = lambda x, a, k, c: a * jnp.exp(-k * x) + c
+    rng = np.random.default_rng(5)
+    true = np.stack(
+        [rng.uniform(1, 5, 32), rng.uniform(0.2, 2, 32), rng.normal(size=32)], 1
+    )
+    x = np.linspace(0, 5, 40)
+    ys = np.stack([f(x, *p) for p in true]) + 0.01 * rng.normal(size=(32, 40))
+    residual = jaxfit.model_residual(f)
+
+    @jax.jit
+    @jax.vmap
+    def solve(y):
+        batch = jaxfit.make_batch(x, y)
+        return jaxfit.least_squares_solve(residual, jnp.ones(3), batch)
+
+    with jax.enable_x64(True):
+        sol = solve(ys)
+    assert np.all(np.asarray(sol.status) > 0)
+    for i in (0, 7, 31):
+        popt, _ = jaxfit.curve_fit(f, x, ys[i], p0=[1.0, 1.0, 1.0])
+        np.testing.assert_allclose(sol.params[i], popt, rtol=1e-6)
