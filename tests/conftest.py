@@ -5,8 +5,8 @@ from __future__ import annotations
 import contextlib
 
 import jax
-import jax.numpy as jnp
 import jax.monitoring
+import jax.numpy as jnp
 import numpy as np
 import pytest
 

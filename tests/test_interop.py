@@ -67,7 +67,9 @@ def test_extra_arguments_reach_members_that_take_them():
 
 
 def test_inject_hyperparams_schedules_a_jaxfit_learning_rate():
-    tx = optax.inject_hyperparams(jaxfit.adam)(learning_rate=optax.linear_schedule(1.0, 0.0, 4))
+    tx = optax.inject_hyperparams(jaxfit.adam)(
+        learning_rate=optax.linear_schedule(1.0, 0.0, 4)
+    )
     params = jnp.ones(2)
     state = tx.init(params)
     rates = []
@@ -91,7 +93,9 @@ def test_flax_linen_train_state_applies_jaxfit_gradients_under_jit():
         return jnp.mean((model.apply({"params": params}, x) - y) ** 2)
 
     def train(tx):
-        state = train_state.TrainState.create(apply_fn=model.apply, params=params, tx=tx)
+        state = train_state.TrainState.create(
+            apply_fn=model.apply, params=params, tx=tx
+        )
 
         @jax.jit
         def step(state):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import jax.numpy as jnp
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -12,13 +11,17 @@ import jaxfit
 
 # XLA on CPU flushes subnormals to zero; they are not what is tested here.
 finite = st.floats(-1e6, 1e6, allow_nan=False, allow_subnormal=False, width=32)
-arrays = hnp.arrays(np.float32, hnp.array_shapes(min_dims=0, max_dims=2, max_side=5), elements=finite)
+arrays = hnp.arrays(
+    np.float32, hnp.array_shapes(min_dims=0, max_dims=2, max_side=5), elements=finite
+)
 trees = st.dictionaries(st.sampled_from("abcd"), arrays, min_size=1)
 positive = st.floats(1e-3, 1e3, allow_nan=False, allow_infinity=False)
 
 
 def _norm64(tree):
-    return float(np.sqrt(sum(np.sum(np.asarray(x, np.float64) ** 2) for x in tree.values())))
+    return float(
+        np.sqrt(sum(np.sum(np.asarray(x, np.float64) ** 2) for x in tree.values()))
+    )
 
 
 @settings(max_examples=60, deadline=None)

@@ -21,7 +21,9 @@ TRANSFORMS = {
     "adam_schedule": lambda: jaxfit.adam(optax.linear_schedule(1e-2, 1e-3, 10)),
     "adamw": lambda: jaxfit.adamw(1e-2, weight_decay=0.1),
     "sgd_momentum": lambda: jaxfit.sgd(1e-2, momentum=0.9, nesterov=True),
-    "clip_adam": lambda: jaxfit.chain(jaxfit.clip_by_global_norm(1.0), jaxfit.adam(1e-3)),
+    "clip_adam": lambda: jaxfit.chain(
+        jaxfit.clip_by_global_norm(1.0), jaxfit.adam(1e-3)
+    ),
 }
 
 
@@ -37,7 +39,9 @@ def test_state_types_identical_after_init_and_update(name):
     state = tx.init(params)
     _, new_state = jax.jit(tx.update)(params, state, params)
     assert _avals(new_state) == _avals(state)
-    assert not any(getattr(jax.typeof(x), "weak_type", False) for x in jax.tree.leaves(state))
+    assert not any(
+        getattr(jax.typeof(x), "weak_type", False) for x in jax.tree.leaves(state)
+    )
 
 
 def test_jitted_step_compiles_once(count_compilations):
@@ -61,7 +65,9 @@ def test_jitted_step_compiles_once(count_compilations):
 def test_state_is_a_scan_carry_and_scan_equals_loop():
     tx = TRANSFORMS["clip_adam"]()
     params = random_tree(1)
-    grads_seq = jax.tree.map(lambda p: jnp.stack([p * (k + 1) for k in range(5)]), params)
+    grads_seq = jax.tree.map(
+        lambda p: jnp.stack([p * (k + 1) for k in range(5)]), params
+    )
 
     def step(carry, grads):
         params, state = carry

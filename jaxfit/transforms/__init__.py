@@ -2,7 +2,7 @@
 
 from jaxfit.transforms.adam import ScaleByAdamState, adam, adamw, scale_by_adam
 from jaxfit.transforms.clipping import clip, clip_by_global_norm
-from jaxfit.transforms.combine import apply_updates, chain
+from jaxfit.transforms.combine import apply_updates, chain, flatten
 from jaxfit.transforms.lbfgs import lbfgs
 from jaxfit.transforms.least_squares import (
     ScaleByGaussNewtonState,
@@ -41,6 +41,7 @@ __all__ = [
     "chain",
     "clip",
     "clip_by_global_norm",
+    "flatten",
     "lbfgs",
     "scale",
     "scale_by_adam",

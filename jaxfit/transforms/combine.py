@@ -66,6 +66,8 @@ def chain(
     """
     for index, transform in enumerate(transforms):
         _check_transformation(index, transform)
+    if not transforms:  # optax.chain() fails to unpack; an empty chain is identity
+        return optax.with_extra_args_support(optax.identity())
     return optax.chain(*transforms)
 
 
@@ -98,3 +100,36 @@ def apply_updates(params: optax.Params, updates: optax.Updates) -> optax.Params:
             "`updates` must have the tree structure of `params`; got "
             f"{updates_def} for params {params_def}"
         ) from error
+
+
+def flatten(
+    inner: optax.GradientTransformation,
+) -> optax.GradientTransformationExtraArgs:
+    """Runs ``inner`` on all leaves raveled into one vector (Optax's flatten).
+
+    Each leaf of the state then becomes one buffer instead of one per param
+    leaf. Measured in ``benchmarks/transforms.py`` (2-core CPU): with 1000
+    leaves, a jitted ``clip_by_global_norm + adam`` step called from a Python
+    loop takes about half the time, because per-call overhead grows with the
+    number of buffers. Inside ``lax.scan`` with large leaves it is slower (the
+    ravel and unravel cost extra passes over memory), so it is opt-in.
+
+    Args:
+      inner: the transformation to run on the flat vector.
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs``.
+
+    Raises:
+      ValueError: if ``inner`` is not a transformation.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxfit
+      >>> tx = jaxfit.flatten(jaxfit.adam(0.1))
+      >>> params = {'a': jnp.ones(2), 'b': jnp.ones(3)}
+      >>> state = tx.init(params)
+      >>> state[0].mu.shape  # one moment vector for all five params
+      (5,)
+    """
+    _check_transformation(0, inner)
+    return optax.with_extra_args_support(optax.flatten(inner))
