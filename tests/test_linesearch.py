@@ -320,8 +320,14 @@ AVAL_CASES = {
 }
 
 
-@pytest.mark.parametrize("name", list(AVAL_CASES))
-@pytest.mark.parametrize("dtype", ["float32", "float64", "bfloat16"])
+AVAL_PARAMS = [(name, "float32") for name in AVAL_CASES] + [
+    (name, dtype)
+    for name in ("backtracking_store_grad", "zoom")
+    for dtype in ("float64", "bfloat16")
+]
+
+
+@pytest.mark.parametrize(("name", "dtype"), AVAL_PARAMS)
 def test_state_avals_identical_after_init_and_update(name, dtype):
     with jax.enable_x64(dtype == "float64"):
         params = {"a": jnp.ones(3, dtype), "b": (jnp.full((2, 2), 0.5, dtype),)}
@@ -458,7 +464,7 @@ def test_vmap_over_independent_problems_matches_one_by_one(name):
 # ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", list(LINESEARCHES))
+@pytest.mark.parametrize("name", ["backtracking_store_grad", "zoom"])
 def test_has_aux_value_fn_gives_the_same_step(name):
     def fn(w):
         return rosenbrock(w)

@@ -17,8 +17,9 @@ What they guarantee, beyond Optax's line searches:
   direction (``<grad, updates> >= 0``, for example Adam's) is replaced by the
   negative gradient rescaled to the direction's norm (``descent_safeguard=
   "negative_gradient"``) or not taken at all (``"skip"``). When the search
-  runs out of trials, the step with the lowest value below ``value`` among the
-  trials is taken (for zoom: the lowest that satisfies Armijo), else no step.
+  runs out of trials, backtracking takes its last (shortest) trial if that
+  lowered the value, zoom the lowest trial satisfying sufficient decrease;
+  otherwise no step is taken.
 - **Non-finite values shrink the step.** A trial whose value (or slope) is NaN
   or infinite fails, and the next trial is ten times closer to the last
   finite point; parameters never receive a non-finite update. A non-finite
@@ -228,13 +229,20 @@ def _descent_direction(updates, grad, dtype, safeguard):
 
     A non-descent direction (``slope >= 0`` or non-finite) is replaced by the
     negative gradient rescaled to the direction's norm, so the search starts
-    at a step of the same length, or (``skip``) not searched at all.
+    at a step of the same length, or (``skip``) not searched at all. The
+    norms are computed only then (a ``cond``): the usual case costs one dot.
     """
     slope = _slope(grad, updates, dtype)
-    grad_norm = _norm(grad, dtype)
-    stationary = grad_norm == 0
     descent = slope < 0  # False for NaN
-    if safeguard == "negative_gradient":
+
+    def keep():
+        return updates, slope, jnp.zeros([], bool)
+
+    def fall_back():
+        grad_norm = _norm(grad, dtype)
+        stationary = grad_norm == 0
+        if safeguard == "skip":
+            return updates, slope, stationary
         updates_norm = _norm(updates, dtype)
         rescale = (
             jnp.isfinite(updates_norm) & (updates_norm > 0) & jnp.isfinite(grad_norm)
@@ -242,19 +250,16 @@ def _descent_direction(updates, grad, dtype, safeguard):
         factor = jnp.where(rescale, updates_norm / grad_norm, 1)
         factor = jnp.where(stationary, 0, factor)
         direction = jax.tree.map(
-            lambda u, g: jnp.where(
-                descent, u, -(factor.astype(g.dtype) * jnp.conj(g)).astype(u.dtype)
-            ),
+            lambda u, g: -(factor.astype(g.dtype) * jnp.conj(g)).astype(u.dtype),
             updates,
             grad,
         )
         # -factor * |g|^2, written so that it does not overflow.
         fallback_slope = -jnp.where(rescale, updates_norm * grad_norm, grad_norm**2)
-        slope = jnp.where(descent, slope, fallback_slope)
-        searchable = slope < 0
-    else:
-        direction = updates
-        searchable = descent
+        return direction, fallback_slope.astype(dtype), stationary
+
+    direction, slope, stationary = jax.lax.cond(descent, keep, fall_back)
+    searchable = slope < 0 if safeguard == "negative_gradient" else descent
     return direction, slope, searchable, descent | stationary, stationary
 
 
@@ -295,8 +300,6 @@ class _BacktrackCarry(NamedTuple):
     step: jax.Array  # last trial step
     value: jax.Array  # last trial value
     accepted: jax.Array
-    best_step: jax.Array  # lowest finite value below value, for failures
-    best_value: jax.Array
     nonfinite: jax.Array
     grad: Any  # gradient at the accepted trial (store_grad only)
 
@@ -330,9 +333,10 @@ def scale_by_backtracking_linesearch(
     Safeguards (see the module docstring): a non-descent direction is replaced
     by the rescaled negative gradient (or skipped); a non-finite trial shrinks
     the next by 10x instead of ``decrease_factor``; if no trial satisfies
-    Armijo, the trial with the lowest value below ``value`` is taken (flagged
-    by ``info.conditions_met = False``), else no step. After a step of 0 the
-    next search restarts from ``max_learning_rate`` (Optax's stays at 0).
+    Armijo, the last (shortest) trial is taken if its value is below
+    ``value`` (flagged by ``info.conditions_met = False``), else no step.
+    After a step of 0 the next search restarts from ``max_learning_rate``
+    (Optax's stays at 0).
 
     Args:
       max_backtracking_steps: the most trials per update; an integer >= 1.
@@ -433,7 +437,6 @@ def scale_by_backtracking_linesearch(
                 new_value = fn(trial)
             finite = jnp.isfinite(new_value)
             accepted = finite & (new_value <= value + slope_rtol * step * slope + slack)
-            better = finite & (new_value < carry.best_value)
             new_grad = carry.grad
             if store_grad:
                 # The backward pass runs for the accepted trial only.
@@ -447,8 +450,6 @@ def scale_by_backtracking_linesearch(
                 step=step,
                 value=new_value,
                 accepted=accepted,
-                best_step=jnp.where(better, step, carry.best_step),
-                best_value=jnp.where(better, new_value, carry.best_value),
                 nonfinite=carry.nonfinite | ~finite,
                 grad=new_grad,
             )
@@ -459,15 +460,17 @@ def scale_by_backtracking_linesearch(
             step=zero,
             value=value,
             accepted=jnp.zeros([], bool),
-            best_step=zero,
-            best_value=value,
             nonfinite=jnp.zeros([], bool),
             grad=optax.tree.cast_like(grad, stored_grad) if store_grad else None,
         )
         carry = jax.lax.while_loop(cond_fn, body_fn, carry)
 
-        step = jnp.where(carry.accepted, carry.step, carry.best_step)
-        new_value = jnp.where(carry.accepted, carry.value, carry.best_value)
+        # Out of trials: the last (shortest) one still helps if it decreased.
+        use_last = carry.accepted | (
+            jnp.isfinite(carry.value) & (carry.value < value) & (carry.count > 0)
+        )
+        step = jnp.where(use_last, carry.step, 0)
+        new_value = jnp.where(use_last, carry.value, value)
         num_evaluations = carry.count
         new_grad = None
         if store_grad:

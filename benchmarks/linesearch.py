@@ -1,0 +1,492 @@
+"""Line searches: evaluations and time to a gradient tolerance.
+
+jaxfit vs Optax vs ``scipy.optimize.minimize``, on the same problems, in
+float64 (a scoped ``jax.enable_x64``), from the same starting points:
+
+* ``lbfgs``: ``jaxfit.lbfgs()`` vs ``optax.lbfgs()`` (both: Optax's L-BFGS
+  direction, memory 10, zoom line search with 20 trials, first trial 1);
+* ``sgd+backtracking``: ``chain(sgd(1), scale_by_backtracking_linesearch(30,
+  store_grad=True))`` from each library;
+* ``sgd+zoom``: ``chain(sgd(1), scale_by_zoom_linesearch(30))`` from each;
+* ``scipy L-BFGS-B``: ``scipy.optimize.minimize(method="L-BFGS-B",
+  jac=True)`` on a jitted ``value_and_grad`` (memory 10, ``ftol=0`` so that
+  it stops on the gradient tolerance like the others).
+
+Every JAX solver is one jitted ``lax.while_loop`` that steps until the
+gradient's infinity norm is <= ``gtol`` (or a step cap), using each library's
+``value_and_grad_from_state`` so the line search's last evaluation is reused.
+Optax's line-search state changes dtype after the first update, which a
+``while_loop`` carry does not allow, so the Optax solvers take their first
+step before the loop (jaxfit's do not need to).
+
+Evaluations are calls of the objective (value, or value and gradient: the
+zoom search and SciPy evaluate both, the backtracking search only the value
+plus one backward pass for the accepted trial), counted from the line
+searches' own counters (``info.num_evaluations`` / Optax's
+``info.num_linesearch_steps``) plus the first evaluation; SciPy's is
+``nfev``. Times are medians over interleaved repeats of a whole solve after a
+warm-up call (compilation excluded; the first call's time is reported
+separately).
+
+Problems: the chained Rosenbrock function in 100 dimensions (start
+``[-1.2, 1, ...]``) and least-squares problems ``0.5 * |r(x)|^2``:
+Kowalik-Osborne and Osborne 1 (More, Garbow & Hillstrom, 1981), and a linear
+least-squares fit (200 x 50, condition number 1e3).
+
+Run::
+
+    python benchmarks/linesearch.py [--quick]
+
+``--quick`` (< 30 s) runs Rosenbrock-100 and Kowalik-Osborne with fewer
+repeats and a lower step cap for gradient descent, writing
+``linesearch-<machine>-quick.json``/``.png``; the full run writes
+``linesearch-<machine>.json``/``.png`` in ``benchmarks/results/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import _harness
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import scipy.optimize
+
+import jaxfit
+
+# ---------------------------------------------------------------------------
+# Problems
+# ---------------------------------------------------------------------------
+
+
+def rosenbrock(x):
+    return jnp.sum(100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2)
+
+
+# fmt: off
+_KO_Y = np.array([
+    0.1957, 0.1947, 0.1735, 0.1600, 0.0844, 0.0627,
+    0.0456, 0.0342, 0.0323, 0.0235, 0.0246,
+])
+# fmt: on
+_KO_U = np.array([4, 2, 1, 0.5, 0.25, 0.167, 0.125, 0.1, 0.0833, 0.0714, 0.0625])
+
+
+def kowalik_osborne(x):
+    u = _KO_U
+    r = _KO_Y - x[0] * (u**2 + u * x[1]) / (u**2 + u * x[2] + x[3])
+    return 0.5 * jnp.sum(r**2)
+
+
+# fmt: off
+_OS1_Y = np.array([
+    0.844, 0.908, 0.932, 0.936, 0.925, 0.908, 0.881, 0.850, 0.818, 0.784, 0.751,
+    0.718, 0.685, 0.658, 0.628, 0.603, 0.580, 0.558, 0.538, 0.522, 0.506,
+    0.490, 0.478, 0.467, 0.457, 0.448, 0.438, 0.431, 0.424, 0.420, 0.414,
+    0.411, 0.406,
+])
+# fmt: on
+_OS1_T = 10.0 * np.arange(33)
+
+
+def osborne1(x):
+    t = _OS1_T
+    model = x[0] + x[1] * jnp.exp(-t * x[3]) + x[2] * jnp.exp(-t * x[4])
+    return 0.5 * jnp.sum((_OS1_Y - model) ** 2)
+
+
+def _linear_problem(rows=200, cols=50, condition=1e3, seed=0):
+    rng = np.random.default_rng(seed)
+    u, _ = np.linalg.qr(rng.normal(size=(rows, cols)))
+    v, _ = np.linalg.qr(rng.normal(size=(cols, cols)))
+    singular = np.geomspace(1.0, 1.0 / condition, cols)
+    matrix = (u * singular) @ v.T
+    target = matrix @ rng.normal(size=cols) + 0.01 * rng.normal(size=rows)
+    return matrix, target
+
+
+_LIN_A, _LIN_B = _linear_problem()
+
+
+def linear_lsq(x):
+    return 0.5 * jnp.sum((_LIN_A @ x - _LIN_B) ** 2)
+
+
+@dataclass(frozen=True)
+class Problem:
+    fn: Callable
+    x0: np.ndarray
+    gtol: float
+
+
+PROBLEMS = {
+    "rosenbrock-100": Problem(rosenbrock, np.tile([-1.2, 1.0], 50), 1e-5),
+    "kowalik-osborne": Problem(
+        kowalik_osborne, np.array([0.25, 0.39, 0.415, 0.39]), 1e-8
+    ),
+    "osborne1": Problem(osborne1, np.array([0.5, 1.5, -1.0, 0.01, 0.02]), 1e-8),
+    "linear-lsq-200x50": Problem(linear_lsq, np.zeros(50), 1e-8),
+}
+QUICK_PROBLEMS = ("rosenbrock-100", "kowalik-osborne")
+
+# ---------------------------------------------------------------------------
+# Methods
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Method:
+    family: str  # what is compared side by side
+    library: str
+    make_tx: Callable[[], optax.GradientTransformation]
+    gradient_descent: bool  # gets the (lower) gradient-descent step cap
+
+
+def _jaxfit_evals(state):
+    return optax.tree.get(state, "num_evaluations")
+
+
+def _optax_evals(state):
+    return optax.tree.get(state, "num_linesearch_steps")
+
+
+METHODS = {
+    "jaxfit lbfgs": Method("lbfgs", "jaxfit", jaxfit.lbfgs, False),
+    "optax lbfgs": Method("lbfgs", "optax", optax.lbfgs, False),
+    "jaxfit sgd+backtracking": Method(
+        "sgd+backtracking",
+        "jaxfit",
+        lambda: jaxfit.chain(
+            optax.sgd(1.0),
+            jaxfit.scale_by_backtracking_linesearch(30, store_grad=True),
+        ),
+        True,
+    ),
+    "optax sgd+backtracking": Method(
+        "sgd+backtracking",
+        "optax",
+        lambda: optax.chain(
+            optax.sgd(1.0),
+            optax.scale_by_backtracking_linesearch(30, store_grad=True),
+        ),
+        True,
+    ),
+    "jaxfit sgd+zoom": Method(
+        "sgd+zoom",
+        "jaxfit",
+        lambda: jaxfit.chain(optax.sgd(1.0), jaxfit.scale_by_zoom_linesearch(30)),
+        True,
+    ),
+    "optax sgd+zoom": Method(
+        "sgd+zoom",
+        "optax",
+        lambda: optax.chain(optax.sgd(1.0), optax.scale_by_zoom_linesearch(30)),
+        True,
+    ),
+}
+SCIPY = "scipy L-BFGS-B"
+
+
+def make_jax_solver(method: Method, problem: Problem, max_steps: int):
+    """A jitted ``x0 -> (x, value, grad_norm, steps, evaluations)``."""
+    fn, gtol = problem.fn, problem.gtol
+    tx = method.make_tx()
+    if method.library == "jaxfit":
+        value_and_grad = jaxfit.value_and_grad_from_state(fn)
+        evals_of = _jaxfit_evals
+    else:
+        value_and_grad = optax.value_and_grad_from_state(fn)
+        evals_of = _optax_evals
+
+    def step(carry):
+        x, state, value, grad, steps, evals = carry
+        updates, state = tx.update(grad, state, x, value=value, grad=grad, value_fn=fn)
+        x = optax.apply_updates(x, updates)
+        evals = evals + evals_of(state).astype(jnp.int32)
+        # value_and_grad_from_state evaluates only when the stored value is
+        # not finite (never after a successful search); count it if it does.
+        stored = optax.tree.get(state, "value")
+        evals = evals + (~jnp.isfinite(stored)).astype(jnp.int32)
+        value, grad = value_and_grad(x, state=state)
+        return x, state, value, grad, steps + 1, evals
+
+    def not_done(carry):
+        *_, grad, steps, _ = carry
+        return (jnp.max(jnp.abs(grad)) > gtol) & (steps < max_steps)
+
+    @jax.jit
+    def solve(x0):
+        state = tx.init(x0)
+        value, grad = value_and_grad(x0, state=state)
+        carry = (x0, state, value, grad, jnp.int32(0), jnp.int32(1))
+        if method.library == "optax":
+            # Optax's state changes dtype after one update, and a while_loop
+            # carry may not: take the first step outside the loop.
+            carry = step(carry)
+        x, state, value, grad, steps, evals = jax.lax.while_loop(not_done, step, carry)
+        return x, value, jnp.max(jnp.abs(grad)), steps, evals
+
+    return solve
+
+
+def make_scipy_solver(problem: Problem, max_steps: int):
+    value_and_grad = jax.jit(jax.value_and_grad(problem.fn))
+
+    def fun(x):
+        value, grad = value_and_grad(x)
+        return float(value), np.asarray(grad, np.float64)
+
+    def solve(x0):
+        result = scipy.optimize.minimize(
+            fun,
+            x0,
+            jac=True,
+            method="L-BFGS-B",
+            options={
+                "maxcor": 10,
+                "ftol": 0.0,
+                "gtol": problem.gtol,
+                "maxiter": max_steps,
+            },
+        )
+        return result
+
+    fun(problem.x0)  # compile value_and_grad
+    return solve
+
+
+# ---------------------------------------------------------------------------
+# Driver
+# ---------------------------------------------------------------------------
+
+
+def _time_once(case, number):
+    start = time.perf_counter()
+    case(number)
+    return time.perf_counter() - start
+
+
+def time_interleaved(cases, *, repeats, target_s):
+    """Seconds per solve, per repeat, for each case (interleaved rounds).
+
+    As ``_harness.interleaved`` but each case gets its own number of solves
+    per sample (about ``target_s`` long): solves here take from 0.1 ms (JAX)
+    to seconds (SciPy), and one shared number would either drown the fast
+    ones in timer noise or make the slow ones take minutes.
+    """
+    numbers = {
+        name: max(1, math.ceil(target_s / max(_time_once(case, 1), 1e-9)))
+        for name, case in cases.items()
+    }
+    names = list(cases)
+    samples = {name: [] for name in names}
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for round_ in range(repeats):
+            shift = round_ % len(names)
+            for name in names[shift:] + names[:shift]:
+                seconds = _time_once(cases[name], numbers[name])
+                samples[name].append(seconds / numbers[name])
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return samples
+
+
+def run(problem_names, *, repeats, target_s, lbfgs_cap, gd_cap):
+    rows = []
+    for problem_name in problem_names:
+        problem = PROBLEMS[problem_name]
+        x0 = jnp.asarray(problem.x0, jnp.float64)
+        cases, results, first_call = {}, {}, {}
+        for name, method in METHODS.items():
+            cap = gd_cap if method.gradient_descent else lbfgs_cap
+            solve = make_jax_solver(method, problem, cap)
+            start = time.perf_counter()
+            out = jax.block_until_ready(solve(x0))
+            first_call[name] = time.perf_counter() - start
+            _, value, gnorm, steps, evals = (np.asarray(v) for v in out)
+            results[name] = {
+                "library": method.library,
+                "family": method.family,
+                "value": float(value),
+                "grad_inf_norm": float(gnorm),
+                "reached": bool(gnorm <= problem.gtol),
+                "steps": int(steps),
+                "evaluations": int(evals),
+                "step_cap": cap,
+            }
+            cases[name] = lambda n, solve=solve, x0=x0: [
+                jax.block_until_ready(solve(x0)) for _ in range(n)
+            ]
+        scipy_solve = make_scipy_solver(problem, lbfgs_cap)
+        start = time.perf_counter()
+        result = scipy_solve(np.asarray(problem.x0))
+        first_call[SCIPY] = time.perf_counter() - start
+        gnorm = float(np.max(np.abs(jax.grad(problem.fn)(jnp.asarray(result.x)))))
+        results[SCIPY] = {
+            "library": "scipy",
+            "family": "lbfgs",
+            "value": float(result.fun),
+            "grad_inf_norm": gnorm,
+            "reached": bool(gnorm <= problem.gtol),
+            "steps": int(result.nit),
+            "evaluations": int(result.nfev),
+            "step_cap": lbfgs_cap,
+            "message": str(result.message),
+        }
+        x0_numpy = np.asarray(problem.x0)
+        cases[SCIPY] = lambda n, solve=scipy_solve, x0=x0_numpy: [
+            solve(x0) for _ in range(n)
+        ]
+        samples = time_interleaved(cases, repeats=repeats, target_s=target_s)
+        for name, result in results.items():
+            result["time"] = _harness.summarize(samples[name])
+            result["first_call_s"] = first_call[name]
+            rows.append({"problem": problem_name, "method": name, **result})
+        print(f"  {problem_name}: done", file=sys.stderr)
+    return rows
+
+
+def table(rows):
+    headers = [
+        "problem",
+        "method",
+        "reached",
+        "steps",
+        "evaluations",
+        "final f",
+        "time (median)",
+        "first call",
+    ]
+    body = [
+        [
+            row["problem"],
+            row["method"],
+            "yes" if row["reached"] else f"no (cap {row['step_cap']})",
+            row["steps"],
+            row["evaluations"],
+            f"{row['value']:.3e}",
+            _harness.format_seconds(row["time"]["median_s"]),
+            _harness.format_seconds(row["first_call_s"]),
+        ]
+        for row in rows
+    ]
+    return _harness.markdown_table(headers, body)
+
+
+def comparisons(rows):
+    """jaxfit / Optax per family, and jaxfit lbfgs / SciPy time, per problem."""
+    by_key = {(row["problem"], row["method"]): row for row in rows}
+    lines = []
+    for problem in dict.fromkeys(row["problem"] for row in rows):
+        for family in ("lbfgs", "sgd+backtracking", "sgd+zoom"):
+            ours = by_key[(problem, f"jaxfit {family}")]
+            theirs = by_key[(problem, f"optax {family}")]
+            lines.append(
+                {
+                    "problem": problem,
+                    "family": family,
+                    "evaluations_jaxfit": ours["evaluations"],
+                    "evaluations_optax": theirs["evaluations"],
+                    "time_ratio_jaxfit_over_optax": ours["time"]["median_s"]
+                    / theirs["time"]["median_s"],
+                }
+            )
+        ours = by_key[(problem, "jaxfit lbfgs")]
+        scipy_row = by_key[(problem, SCIPY)]
+        lines.append(
+            {
+                "problem": problem,
+                "family": "lbfgs vs scipy",
+                "evaluations_jaxfit": ours["evaluations"],
+                "evaluations_scipy": scipy_row["evaluations"],
+                "time_ratio_jaxfit_over_scipy": ours["time"]["median_s"]
+                / scipy_row["time"]["median_s"],
+            }
+        )
+    return lines
+
+
+def plot(path, rows):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    problems = list(dict.fromkeys(row["problem"] for row in rows))
+    methods = list(dict.fromkeys(row["method"] for row in rows))
+    by_key = {(row["problem"], row["method"]): row for row in rows}
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
+    width = 0.8 / len(methods)
+    for ax, (label, get) in zip(
+        axes,
+        [
+            ("evaluations to tolerance", lambda r: r["evaluations"]),
+            ("time to tolerance (s, median)", lambda r: r["time"]["median_s"]),
+        ],
+        strict=True,
+    ):
+        for index, method in enumerate(methods):
+            offsets = [i - 0.4 + width * (index + 0.5) for i in range(len(problems))]
+            values = [get(by_key[(p, method)]) for p in problems]
+            hatch = [None if by_key[(p, method)]["reached"] else "//" for p in problems]
+            bars = ax.bar(offsets, values, width, label=method)
+            for bar, h in zip(bars, hatch, strict=True):
+                bar.set_hatch(h)
+        ax.set_yscale("log")
+        ax.set_xticks(range(len(problems)), problems, fontsize="small")
+        ax.set_title(label + " (hatched: cap reached)")
+    axes[0].legend(fontsize="x-small", ncols=2)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="CI-sized run (< 30 s)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        names, repeats, target_s, tag = QUICK_PROBLEMS, 5, 0.02, "quick"
+        lbfgs_cap, gd_cap = 2000, 1000
+    else:
+        names, repeats, target_s, tag = list(PROBLEMS), 9, 0.2, ""
+        lbfgs_cap, gd_cap = 5000, 20000
+    with jax.enable_x64(True):
+        rows = run(
+            names,
+            repeats=repeats,
+            target_s=target_s,
+            lbfgs_cap=lbfgs_cap,
+            gd_cap=gd_cap,
+        )
+    summary = comparisons(rows)
+    info = _harness.machine_info()
+    print(
+        f"# Line searches, float64, on {info['cpu_model']} "
+        f"({info['cpus_available']} CPUs, {info['backend']})\n"
+    )
+    print(table(rows))
+    print()
+    for line in summary:
+        print(line)
+    json_path = _harness.results_path("linesearch", "json", tag=tag)
+    _harness.write_json(json_path, {"rows": rows, "comparisons": summary})
+    png_path = plot(_harness.results_path("linesearch", "png", tag=tag), rows)
+    print(f"\nwrote {json_path} and {png_path}")
+
+
+if __name__ == "__main__":
+    main()
