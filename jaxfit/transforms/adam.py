@@ -153,9 +153,12 @@ def adam(
       >>> tx = jaxfit.adam(0.1)
       >>> params = jnp.zeros(2)
       >>> state = tx.init(params)
-      >>> for _ in range(200):
+      >>> @jax.jit
+      ... def step(params, state):
       ...     updates, state = tx.update(jax.grad(loss)(params), state)
-      ...     params = jaxfit.apply_updates(params, updates)
+      ...     return jaxfit.apply_updates(params, updates), state
+      >>> for _ in range(200):
+      ...     params, state = step(params, state)
       >>> bool(jnp.allclose(params, 3.0, atol=1e-2))
       True
     """
