@@ -357,6 +357,14 @@ def run(problem_names, *, repeats, target_s, lbfgs_cap, gd_cap):
     return rows
 
 
+def _reached(row):
+    if row["reached"]:
+        return "yes"
+    if row["steps"] >= row["step_cap"]:
+        return f"no (cap {row['step_cap']})"
+    return "no (stopped)"  # SciPy gave up before the tolerance
+
+
 def table(rows):
     headers = [
         "problem",
@@ -372,7 +380,7 @@ def table(rows):
         [
             row["problem"],
             row["method"],
-            "yes" if row["reached"] else f"no (cap {row['step_cap']})",
+            _reached(row),
             row["steps"],
             row["evaluations"],
             f"{row['value']:.3e}",
@@ -445,9 +453,12 @@ def plot(path, rows):
                 bar.set_hatch(h)
         ax.set_yscale("log")
         ax.set_xticks(range(len(problems)), problems, fontsize="small")
-        ax.set_title(label + " (hatched: cap reached)")
-    axes[0].legend(fontsize="x-small", ncols=2)
-    fig.tight_layout()
+        ax.set_title(label + " (hatched: not reached)")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(
+        handles, labels, loc="lower center", ncols=len(methods), fontsize="small"
+    )
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -76,6 +76,14 @@ def lbfgs(
     _checks.positive_int("memory_size", memory_size)
     if linesearch is None:
         linesearch = scale_by_zoom_linesearch(20, initial_guess_strategy="one")
+    elif not (
+        callable(getattr(linesearch, "init", None))
+        and callable(getattr(linesearch, "update", None))
+    ):
+        raise ValueError(
+            "`linesearch` must be a line search transformation (e.g. "
+            f"jaxfit.scale_by_zoom_linesearch(20)) or None, got {linesearch!r}"
+        )
     base_scaling = (
         scale(-1.0) if learning_rate is None else scale_by_learning_rate(learning_rate)
     )

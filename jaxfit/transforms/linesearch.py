@@ -392,7 +392,6 @@ def scale_by_backtracking_linesearch(
     )
     _checks.non_negative("atol", atol)
     _checks.non_negative("rtol", rtol)
-    nonfinite_factor = min(float(decrease_factor), _NONFINITE_SHRINK)
 
     def init_fn(params):
         _checks.params(params)
@@ -427,7 +426,9 @@ def scale_by_backtracking_linesearch(
 
         def body_fn(carry):
             factor = jnp.where(
-                jnp.isfinite(carry.value), decrease_factor, nonfinite_factor
+                jnp.isfinite(carry.value),
+                decrease_factor,
+                jnp.minimum(decrease_factor, _NONFINITE_SHRINK),
             )
             step = jnp.where(carry.count == 0, guess, carry.step * factor).astype(dtype)
             trial = _step_along(params, step, direction)
