@@ -292,16 +292,25 @@ def jacobian_mode(
     """Chooses how to differentiate the residuals, from the shapes.
 
     ``forward`` (one ``jvp`` per parameter) when parameters are no more than
-    residuals, ``reverse`` (one ``vjp`` per residual) otherwise, and
-    ``matrix_free`` (never forming ``J``: ``J^T J v`` by a ``jvp`` then a
-    ``vjp``, solved with conjugate gradients) when the dense Jacobian would
-    take more than ``max_dense_bytes``. A mode other than ``auto`` is
-    returned unchanged (users can force one).
+    residuals; ``reverse`` (one ``vjp`` per residual) when there are more
+    parameters than residuals but fewer than twice as many; ``matrix_free``
+    (never forming ``J``: ``J^T J v`` by a ``jvp`` then a ``vjp``, solved with
+    conjugate gradients) from twice as many parameters as residuals, or when
+    the dense Jacobian would take more than ``max_dense_bytes``. A mode other
+    than ``auto`` is returned unchanged (users can force one).
+
+    Why ``matrix_free`` for wide problems: ``J^T J`` has rank at most ``m``,
+    so conjugate gradients on the damped system converge in about ``m + 1``
+    iterations of ``O(m n)`` each, while a dense step pays an ``O(n^3)``
+    solve; measured in ``benchmarks/jacobian.py`` (``n = 3 m`` is already
+    faster matrix-free, ``n = 1.5 m`` is not).
 
     Example:
       >>> import jaxfit
-      >>> jaxfit.jacobian_mode(3, 10_000), jaxfit.jacobian_mode(500, 20)
+      >>> jaxfit.jacobian_mode(3, 10_000), jaxfit.jacobian_mode(30, 20)
       ('forward', 'reverse')
+      >>> jaxfit.jacobian_mode(500, 20)
+      'matrix_free'
     """
     if mode not in JACOBIAN_MODES:
         raise ValueError(
@@ -311,7 +320,9 @@ def jacobian_mode(
         return mode
     if n_params * n_residuals * itemsize > max_dense_bytes:
         return "matrix_free"
-    return "forward" if n_params <= n_residuals else "reverse"
+    if n_params <= n_residuals:
+        return "forward"
+    return "reverse" if n_params < 2 * n_residuals else "matrix_free"
 
 
 def residual_and_jacobian(

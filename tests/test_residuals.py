@@ -153,7 +153,10 @@ def test_residual_loss_is_scipy_cost_and_a_line_search_value_fn(loss):
 
 def test_jacobian_mode_follows_the_shapes_and_can_be_forced():
     assert jaxfit.jacobian_mode(3, 1000) == "forward"
-    assert jaxfit.jacobian_mode(1000, 3) == "reverse"
+    assert jaxfit.jacobian_mode(5, 3) == "reverse"
+    # From twice as many params as residuals the dense n x n solve dominates.
+    assert jaxfit.jacobian_mode(6, 3) == "matrix_free"
+    assert jaxfit.jacobian_mode(1000, 3) == "matrix_free"
     assert jaxfit.jacobian_mode(10**5, 10**5) == "matrix_free"
     assert jaxfit.jacobian_mode(10, 10, max_dense_bytes=100) == "matrix_free"
     assert jaxfit.jacobian_mode(3, 1000, "reverse") == "reverse"
