@@ -267,3 +267,25 @@ def test_vmapped_solver_fits_many_datasets_at_once():
     for i in (0, 7, 31):
         popt, _ = jaxfit.curve_fit(f, x, ys[i], p0=[1.0, 1.0, 1.0])
         np.testing.assert_allclose(sol.params[i], popt, rtol=1e-6)
+
+
+def test_reaches_nist_certified_optimum_where_scipy_lm_gives_up():
+    # NIST StRD MGH09 (Kowalik-Osborne), "start 1": SciPy's lm spends its
+    # maxfev budget (finite-difference Jacobians cost n evaluations each) and
+    # raises; jaxfit's LM with autodiff Jacobians reaches the certified values.
+    x = np.array([4, 2, 1, 0.5, 0.25, 0.167, 0.125, 0.1, 0.0833, 0.0714, 0.0625])
+    y = np.array([0.1957, 0.1947, 0.1735, 0.16, 0.0844, 0.0627, 0.0456])
+    y = np.concatenate([y, [0.0342, 0.0323, 0.0235, 0.0246]])
+    certified = [0.19280693458, 0.19128232873, 0.12305650693, 0.13606233068]
+    certified_rss = 3.0750560385e-04
+
+    def model(xp):
+        return lambda x, b1, b2, b3, b4: b1 * (x**2 + x * b2) / (x**2 + x * b3 + b4)
+
+    start = [25.0, 39.0, 41.5, 39.0]
+    with pytest.raises(RuntimeError, match="Optimal parameters not found"):
+        so.curve_fit(model(np), x, y, p0=start)
+    res = jaxfit.curve_fit(model(jnp), x, y, p0=start, full_output=True)
+    assert res.success
+    np.testing.assert_allclose(res.popt, certified, rtol=1e-3)
+    np.testing.assert_allclose(2 * res.cost, certified_rss, rtol=1e-8)
