@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import contextlib
+import os
 
 import jax
 import jax.monitoring
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import settings
+
+# Property tests draw the same examples on every run, so CI is reproducible;
+# HYPOTHESIS_PROFILE=explore draws new ones.
+settings.register_profile("ci", derandomize=True, deadline=None)
+settings.register_profile("explore", deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 _BACKEND_COMPILE = "/jax/core/compile/backend_compile_duration"
 _compilations = [0]
