@@ -660,26 +660,38 @@ def test_nonfinite_value_or_direction_gives_a_zero_update(name):
     assert float(fn(w + updates)) < 2.0
 
 
-def test_exhausted_backtracking_takes_the_best_decrease_or_no_step():
+def test_exhausted_backtracking_takes_the_last_decrease_or_no_step():
     fn = lambda w: jnp.sum(w**2)
     w = jnp.array([1.0])
     grad = 2 * w
+    value = fn(w)
     # One trial at t=1.9 along -grad lands at -2.8: an increase -> no step.
     tx = jaxfit.scale_by_backtracking_linesearch(1, max_learning_rate=1.9)
-    updates, state = search_once(tx, fn, w, -grad)
+    state = tx.init(w)
+    updates, state = tx.update(-grad, state, w, value=value, grad=grad, value_fn=fn)
     chex.assert_trees_all_equal(updates, jnp.zeros(1))
     assert not bool(state.info.conditions_met)
     assert float(state.learning_rate) == 0.0
-    # Next update restarts from max_learning_rate (Optax's would stay at 0).
-    tx = jaxfit.scale_by_backtracking_linesearch(
-        3, max_learning_rate=0.9, decrease_factor=0.95, slope_rtol=0.9
+    # The next update restarts from max_learning_rate (Optax's stays at 0).
+    updates, state = tx.update(
+        -0.1 * grad, state, w, value=value, grad=grad, value_fn=fn
     )
-    state = tx.init(w)
-    value = fn(w)
-    updates, state = tx.update(-grad, state, w, value=value, grad=grad, value_fn=fn)
+    assert bool(state.info.conditions_met)
+    np.testing.assert_allclose(state.learning_rate, 1.9)
+    # Trials in (0.1, 1) decrease f but miss Armijo with slope_rtol=0.9: the
+    # last one is taken, and its gradient stored for the next step.
+    tx = jaxfit.scale_by_backtracking_linesearch(
+        3, max_learning_rate=0.9, decrease_factor=0.95, slope_rtol=0.9, store_grad=True
+    )
+    updates, state = tx.update(
+        -grad, tx.init(w), w, value=value, grad=grad, value_fn=fn
+    )
     assert not bool(state.info.conditions_met)
-    assert 0 < float(fn(w + updates)) < float(value)  # best decrease taken
+    assert 0 < float(fn(w + updates)) < float(value)
     np.testing.assert_allclose(state.learning_rate, 0.9 * 0.95**2, rtol=1e-6)
+    np.testing.assert_allclose(state.value, fn(w + updates), rtol=1e-6)
+    np.testing.assert_allclose(state.grad, 2 * (w + updates), rtol=1e-6)
+    assert int(state.info.num_evaluations) == 3
 
 
 def test_zoom_stops_at_max_learning_rate_with_decrease():

@@ -440,9 +440,12 @@ def scale_by_backtracking_linesearch(
             accepted = finite & (new_value <= value + slope_rtol * step * slope + slack)
             new_grad = carry.grad
             if store_grad:
-                # The backward pass runs for the accepted trial only.
+                # The backward pass runs only for the trial that will be kept:
+                # the accepted one, or a last one that still decreased.
+                last = carry.count + 1 >= max_backtracking_steps
+                kept = accepted | (last & finite & (new_value < value))
                 new_grad = jax.lax.cond(
-                    accepted,
+                    kept,
                     lambda: optax.tree.cast_like(vjp_fn(one)[0], stored_grad),
                     lambda: carry.grad,
                 )
@@ -473,18 +476,6 @@ def scale_by_backtracking_linesearch(
         step = jnp.where(use_last, carry.step, 0)
         new_value = jnp.where(use_last, carry.value, value)
         num_evaluations = carry.count
-        new_grad = None
-        if store_grad:
-            fallback = ~carry.accepted & (step > 0)
-            # Failed search with some decrease: one more gradient evaluation.
-            new_grad = jax.lax.cond(
-                fallback,
-                lambda: optax.tree.cast_like(
-                    jax.grad(fn)(_step_along(params, step, direction)), stored_grad
-                ),
-                lambda: carry.grad,
-            )
-            num_evaluations = num_evaluations + fallback.astype(jnp.int32)
         decrease_error = carry.value - value - slope_rtol * carry.step * slope - slack
         decrease_error = jnp.where(
             jnp.isfinite(carry.value), jnp.maximum(decrease_error, 0), jnp.inf
@@ -501,7 +492,7 @@ def scale_by_backtracking_linesearch(
         new_state = ScaleByBacktrackingLinesearchState(
             learning_rate=step.astype(dtype),
             value=new_value.astype(dtype),
-            grad=new_grad,
+            grad=carry.grad,
             info=info,
         )
         return _scaled(step, direction), new_state
