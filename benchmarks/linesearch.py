@@ -280,11 +280,15 @@ def time_interleaved(cases, *, repeats, target_s):
     As ``_harness.interleaved`` but each case gets its own number of solves
     per sample (about ``target_s`` long): solves here take from 0.1 ms (JAX)
     to seconds (SciPy), and one shared number would either drown the fast
-    ones in timer noise or make the slow ones take minutes.
+    ones in timer noise or make the slow ones take minutes. A case slower
+    than ``target_s`` also gets fewer rounds (at least 2), so that it takes
+    about ``repeats * target_s`` in all.
     """
-    numbers = {
-        name: max(1, math.ceil(target_s / max(_time_once(case, 1), 1e-9)))
-        for name, case in cases.items()
+    single = {name: max(_time_once(case, 1), 1e-9) for name, case in cases.items()}
+    numbers = {name: max(1, math.ceil(target_s / t)) for name, t in single.items()}
+    rounds = {
+        name: min(repeats, max(2, math.ceil(repeats * target_s / t)))
+        for name, t in single.items()
     }
     names = list(cases)
     samples = {name: [] for name in names}
@@ -294,6 +298,8 @@ def time_interleaved(cases, *, repeats, target_s):
         for round_ in range(repeats):
             shift = round_ % len(names)
             for name in names[shift:] + names[:shift]:
+                if round_ >= rounds[name]:
+                    continue
                 seconds = _time_once(cases[name], numbers[name])
                 samples[name].append(seconds / numbers[name])
     finally:
