@@ -231,7 +231,9 @@ def _quadratic_problem_search(matrix, x, direction):
         return 0.5 * w @ matrix @ w + jnp.sum(jnp.sin(w))
 
     results = []
-    for tx in (backtracking(), zoom()):
+    # Directions up to 1e3 long need steps near 1e-4: halving reaches them
+    # within the 30 trials (0.8**30 would stop near 1e-3 and fail Armijo).
+    for tx in (backtracking(decrease_factor=0.5), zoom()):
         updates, state = search_once(tx, fn, x, direction)
         results.append((fn(x + updates), state))
     value, grad = jax.value_and_grad(fn)(x)
