@@ -181,6 +181,15 @@ for i in range(0, m, 1 << 16):
     y[i : i + xs.size] = f(xs, *true) if which != "jaxfit" else np.asarray(f(xs, *true))
 y += 0.05 * np.random.default_rng(0).normal(size=m)
 def peak_kib():
+    # Linux: this process's own high-water mark. ru_maxrss is not usable
+    # there: a child inherits its parent's maxrss across fork and exec.
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 try:  # Linux: reset the high-water mark to the current RSS
     with open("/proc/self/clear_refs", "w") as refs:
