@@ -24,6 +24,7 @@ from jaxfit.residuals import (
     robust_scaling,
     weight_and_mask,
 )
+from jaxfit.step import FitState, init_fit_state, make_step, masked_mean, run_chunk
 from jaxfit.transforms import (
     LinesearchInfo,
     ScaleByAdamState,
@@ -58,6 +59,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CurveFitResult",
+    "FitState",
     "LeastSquaresSolution",
     "LinesearchInfo",
     "ScaleByAdamState",
@@ -75,10 +77,13 @@ __all__ = [
     "clip_by_global_norm",
     "curve_fit",
     "flatten",
+    "init_fit_state",
     "jacobian_mode",
     "lbfgs",
     "least_squares_solve",
     "make_batch",
+    "make_step",
+    "masked_mean",
     "model_residual",
     "normal_matvec",
     "residual_and_jacobian",
@@ -86,6 +91,7 @@ __all__ = [
     "robust_cost",
     "robust_rho",
     "robust_scaling",
+    "run_chunk",
     "scale",
     "scale_by_adam",
     "scale_by_backtracking_linesearch",
