@@ -25,6 +25,7 @@ from jaxfit.residuals import (
     weight_and_mask,
 )
 from jaxfit.step import FitState, init_fit_state, make_step, masked_mean, run_chunk
+from jaxfit.streaming import ChunkInfo, FitResult, fit
 from jaxfit.transforms import (
     LinesearchInfo,
     ScaleByAdamState,
@@ -58,7 +59,9 @@ from jaxfit.transforms import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "ChunkInfo",
     "CurveFitResult",
+    "FitResult",
     "FitState",
     "LeastSquaresSolution",
     "LinesearchInfo",
@@ -76,6 +79,7 @@ __all__ = [
     "clip",
     "clip_by_global_norm",
     "curve_fit",
+    "fit",
     "flatten",
     "init_fit_state",
     "jacobian_mode",

@@ -1,0 +1,254 @@
+"""Data sources for the streaming driver: rows in, fixed-shape chunks out.
+
+A chunk is ``K`` batches of ``batch_size`` rows stacked on a leading axis, plus
+a bool mask ``[K, batch_size]`` marking real rows. Every chunk of a fit has the
+same shape, so the compiled scan never recompiles: the ragged last batch is
+padded with copies of a real row (finite values, so nothing leaks through a
+masked gradient) and the last chunk is filled with all-padding batches, which
+the step treats as no-ops.
+
+Shuffling is memory-safe for memmaps and HDF5: each epoch permutes the order
+of contiguous ``batch_size`` blocks (each block is one sequential read), then
+permutes the rows inside each chunk in host memory. Rows therefore mix within
+a chunk, not across the whole dataset; with chunks of many batches this is
+close to a full shuffle.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import jax
+import numpy as np
+
+Chunk = tuple[Any, np.ndarray]  # (batches with leading [K, B], mask [K, B])
+
+
+def _leaves(data: Any) -> list[Any]:
+    return jax.tree.leaves(data, is_leaf=lambda x: hasattr(x, "shape"))
+
+
+def _check_rows(data: Any) -> int:
+    leaves = _leaves(data)
+    if not leaves:
+        raise ValueError("`data` is empty: it holds no arrays")
+    lengths = {}
+    for path, leaf in jax.tree_util.tree_leaves_with_path(
+        data, is_leaf=lambda x: hasattr(x, "shape")
+    ):
+        where = jax.tree_util.keystr(path) or "(root)"
+        if not hasattr(leaf, "shape") or not hasattr(leaf, "dtype"):
+            raise ValueError(
+                f"`data` must hold arrays; the leaf at {where} is a "
+                f"{type(leaf).__name__}"
+            )
+        if len(leaf.shape) == 0:
+            raise ValueError(f"`data` array at {where} is 0-d; rows are the first axis")
+        kind = np.dtype(leaf.dtype).kind
+        if kind not in "biuf":
+            raise ValueError(
+                f"`data` array at {where} has dtype {leaf.dtype}; "
+                "only numeric and bool arrays can be streamed"
+            )
+        lengths[where] = leaf.shape[0]
+    if len(set(lengths.values())) > 1:
+        raise ValueError(
+            "`data` arrays must have the same number of rows, got "
+            + ", ".join(f"{k}: {v}" for k, v in lengths.items())
+        )
+    n = next(iter(lengths.values()))
+    if n == 0:
+        raise ValueError("`data` is empty: its arrays have 0 rows")
+    return n
+
+
+def open_source(data: Any) -> Any:
+    """Arrays (tuple/dict, NumPy, memmap, JAX, HDF5 datasets), a path or an
+    iterable of batches, as the object the driver reads from."""
+    if isinstance(data, (str, os.PathLike)):
+        path = os.fspath(data)
+        if path.endswith(".npz"):
+            # np.load(mmap_mode=...) cannot map members of an .npz, so each
+            # array is read once; use .npy memmaps or HDF5 beyond RAM.
+            with np.load(path) as archive:
+                return ArraySource({k: archive[k] for k in archive.files})
+        if path.endswith((".h5", ".hdf5")):
+            try:
+                import h5py
+            except ImportError:
+                raise ValueError(
+                    f"`data` {path!r} is HDF5, which needs h5py: "
+                    'pip install "jaxfit[hdf5]"'
+                ) from None
+            handle = h5py.File(path, "r")
+            return ArraySource(
+                {k: handle[k] for k in handle if hasattr(handle[k], "shape")}
+            )
+        raise ValueError(f"`data` path {path!r} must end in .npz, .h5 or .hdf5")
+    if isinstance(data, (tuple, list, dict)) and all(
+        hasattr(x, "shape") for x in _leaves(data)
+    ):
+        return ArraySource(data)
+    if hasattr(data, "shape"):
+        return ArraySource(data)
+    if isinstance(data, Iterable):
+        return IterableSource(data)
+    raise ValueError(
+        "`data` must be arrays (a tuple or dict of them), an .npz/.h5 path or an "
+        f"iterable of batches, got {type(data).__name__}"
+    )
+
+
+class ArraySource:
+    """Row-indexable arrays: reads blocks, shuffles within chunks, pads."""
+
+    def __init__(self, data: Any):
+        self.num_rows = _check_rows(data)
+        self.data = data
+
+    def row_bytes(self) -> int:
+        return sum(
+            int(np.prod(x.shape[1:], dtype=np.int64)) * np.dtype(x.dtype).itemsize
+            for x in _leaves(self.data)
+        )
+
+    def example_batch(self, batch_size: int) -> Any:
+        return jax.tree.map(
+            lambda x: np.asarray(x[:batch_size]),
+            self.data,
+            is_leaf=lambda x: hasattr(x, "shape"),
+        )
+
+    def num_batches(self, batch_size: int) -> int:
+        return -(-self.num_rows // batch_size)
+
+    def chunks(
+        self, batch_size: int, chunk_batches: int, rng: np.random.Generator | None
+    ) -> Iterator[Chunk]:
+        """One epoch of chunks; ``rng`` None means in order, no shuffle."""
+        full = self.num_rows // batch_size
+        order = rng.permutation(full) if rng is not None else np.arange(full)
+        groups = [order[i : i + chunk_batches] for i in range(0, full, chunk_batches)]
+        tail = np.arange(full * batch_size, self.num_rows)
+        if len(tail) and groups and len(groups[-1]) < chunk_batches:
+            last = groups.pop()  # the ragged rows join the last, partial chunk
+        else:
+            last = np.zeros(0, np.int64)
+        for blocks in groups:
+            yield self._chunk(
+                blocks, np.zeros(0, np.int64), batch_size, chunk_batches, rng
+            )
+        if len(last) or len(tail):
+            yield self._chunk(last, tail, batch_size, chunk_batches, rng)
+
+    def _chunk(self, blocks, tail, batch_size, chunk_batches, rng) -> Chunk:
+        # Sorted blocks: sequential reads from a memmap or HDF5 file.
+        reads = [
+            np.arange(b * batch_size, (b + 1) * batch_size) for b in np.sort(blocks)
+        ]
+        rows = np.concatenate([*reads, tail]).astype(np.int64)
+        if rng is not None:
+            rows = rows[rng.permutation(len(rows))]
+        size = chunk_batches * batch_size
+        mask = np.arange(size) < len(rows)
+        taken = np.sort(rows)
+        # Gather each contiguous run once, then put rows in shuffled order.
+        where = np.searchsorted(taken, rows)
+        padded = np.concatenate([where, np.zeros(size - len(rows), np.int64)])
+
+        def gather(x):
+            block = np.asarray(_read_rows(x, taken))
+            out = block[padded]
+            return out.reshape(chunk_batches, batch_size, *x.shape[1:])
+
+        batches = jax.tree.map(gather, self.data, is_leaf=lambda x: hasattr(x, "shape"))
+        return batches, mask.reshape(chunk_batches, batch_size)
+
+
+def _read_rows(x: Any, rows: np.ndarray) -> np.ndarray:
+    """``x[rows]`` for sorted rows, reading contiguous runs as slices."""
+    if len(rows) == 0:
+        return np.zeros((0, *x.shape[1:]), x.dtype)
+    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+    starts = np.concatenate([[0], breaks])
+    ends = np.concatenate([breaks, [len(rows)]])
+    parts = [
+        np.asarray(x[rows[s] : rows[e - 1] + 1])
+        for s, e in zip(starts, ends, strict=True)
+    ]
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+class IterableSource:
+    """Batches as an iterable yields them (Grain, tf.data NumPy iterators...).
+
+    Each batch is padded to ``batch_size`` rows; no shuffling (the iterable's
+    own). A one-shot iterator can be read for one epoch only.
+    """
+
+    def __init__(self, iterable: Iterable):
+        self.iterable = iterable
+        self.one_shot = iter(iterable) is iterable
+        self._peeked: list[Any] = []
+
+    def first_batch(self) -> Any:
+        if not self._peeked:
+            iterator = iter(self.iterable)
+            try:
+                self._peeked.append(next(iterator))
+            except StopIteration:
+                raise ValueError(
+                    "`data` is empty: the iterable yields no batches"
+                ) from None
+            self._rest = iterator
+        return self._peeked[0]
+
+    def _batches(self) -> Iterator[Any]:
+        if self._peeked:
+            yield from self._peeked
+            self._peeked = []
+            yield from self._rest
+        else:
+            yield from iter(self.iterable)
+
+    def chunks(
+        self, batch_size: int, chunk_batches: int, rng: Any = None
+    ) -> Iterator[Chunk]:
+        del rng
+        pending: list[Any] = []
+        for batch in self._batches():
+            pending.append(batch)
+            if len(pending) == chunk_batches:
+                yield self._chunk(pending, batch_size, chunk_batches)
+                pending = []
+        if pending:
+            yield self._chunk(pending, batch_size, chunk_batches)
+
+    def _chunk(self, batches, batch_size, chunk_batches) -> Chunk:
+        template = batches[0]
+        mask = np.zeros((chunk_batches, batch_size), bool)
+        padded = []
+        for k in range(chunk_batches):
+            batch = batches[k] if k < len(batches) else template
+            rows = _check_rows(batch)
+            if rows > batch_size:
+                raise ValueError(
+                    f"`data` yielded a batch of {rows} rows, more than "
+                    f"batch_size={batch_size}"
+                )
+            if k < len(batches):
+                mask[k, :rows] = True
+            index = np.concatenate(
+                [np.arange(rows), np.zeros(batch_size - rows, np.int64)]
+            )
+            padded.append(
+                jax.tree.map(
+                    lambda x, index=index: np.asarray(x)[index],
+                    batch,
+                    is_leaf=lambda x: hasattr(x, "shape"),
+                )
+            )
+        stacked = jax.tree.map(lambda *xs: np.stack(xs), *padded)
+        return stacked, mask

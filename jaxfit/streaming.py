@@ -1,0 +1,363 @@
+"""The host driver: ``fit`` streams chunks of batches through one compiled scan.
+
+Data flow (DESIGN.md): source -> fixed-shape host chunks (shuffle, pad, mask)
+-> device (a background thread prefetches the next chunk while the current one
+runs; the previous state's buffers are donated) -> ``run_chunk`` -> FitState.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxfit import checkpoint as _checkpoint
+from jaxfit import data as _data
+from jaxfit.step import FitState, init_fit_state, make_step, run_chunk, takes_mask
+
+DEFAULT_CHUNK_BYTES = 256 * 2**20
+
+
+class FitResult(NamedTuple):
+    """What :func:`fit` returns.
+
+    Attributes:
+      params: the final params.
+      best_params: the params with the lowest batch loss seen.
+      best_loss: that loss.
+      state: the final :class:`~jaxfit.FitState` (pass it on to continue).
+      history: per-step metrics as NumPy arrays (``loss``, ``grad_norm``,
+        ``skipped`` and what the chain reports), padding steps removed.
+      epochs: epochs completed.
+      stopped: why the fit ended: ``'epochs'``, ``'loss_tol'``,
+        ``'patience'`` or ``'callback'``.
+    """
+
+    params: Any
+    best_params: Any
+    best_loss: float
+    state: FitState
+    history: dict[str, np.ndarray]
+    epochs: int
+    stopped: str
+
+
+class ChunkInfo(NamedTuple):
+    """What the per-chunk ``callback`` receives."""
+
+    epoch: int
+    chunk: int
+    state: FitState
+    metrics: dict[str, np.ndarray]
+
+
+def _positive_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"`{name}` must be an integer >= 1, got {value!r}")
+
+
+def _chunk_batches(
+    batch_bytes: int, budget: int | None, num_batches: int | None
+) -> int:
+    """Batches per chunk: two chunks (current + prefetched) fit in ``budget``."""
+    budget = DEFAULT_CHUNK_BYTES if budget is None else budget
+    k = max(1, budget // max(1, 2 * batch_bytes))
+    return int(min(k, num_batches)) if num_batches else int(k)
+
+
+def _prefetch(chunks: Iterator[Any], put: Callable[[Any], Any], depth: int = 2):
+    """Moves chunks to the device on a background thread, ``depth`` ahead."""
+    buffer: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def worker():
+        try:
+            for chunk in chunks:
+                if stop.is_set():
+                    return
+                buffer.put(put(chunk))
+            buffer.put(done)
+        except BaseException as error:  # re-raised in the consumer
+            buffer.put(error)
+
+    thread = threading.Thread(target=worker, daemon=True)
+    thread.start()
+    try:
+        while (item := buffer.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a worker waiting on a full queue
+            try:
+                buffer.get_nowait()
+            except queue.Empty:
+                thread.join(0.01)
+
+
+def _epoch_rng(key: np.ndarray, epoch: int) -> np.random.Generator:
+    return np.random.default_rng([int(k) for k in np.asarray(key)] + [epoch])
+
+
+def fit(
+    loss: Callable[..., jax.Array],
+    tx: optax.GradientTransformation,
+    params: Any,
+    data: Any,
+    *,
+    batch_size: int | None = None,
+    epochs: int = 1,
+    key: Any = None,
+    shuffle: bool = True,
+    chunk_batches: int | None = None,
+    chunk_bytes: int | None = None,
+    mesh: jax.sharding.Mesh | None = None,
+    progress: bool = True,
+    callback: Callable[[ChunkInfo], bool | None] | None = None,
+    loss_tol: float | None = None,
+    patience: int | None = None,
+    checkpoint_path: str | None = None,
+    checkpoint_every: int = 1,
+    resume_from: str | None = None,
+) -> FitResult:
+    """Fits ``params`` by running ``tx`` over ``data`` in compiled chunks.
+
+    Each chunk of ``chunk_batches`` batches is one ``lax.scan`` of
+    :func:`~jaxfit.make_step`; every chunk has the same shape, so the whole
+    fit (all epochs, the ragged last batch, a second ``fit`` with the same
+    shapes) compiles once. The next chunk is read and moved to the device
+    while the current one runs.
+
+    Args:
+      loss: ``loss(params, batch, mask)`` (or ``loss(params, batch)`` when
+        the rows divide into batches exactly); see :func:`~jaxfit.make_step`.
+      tx: any Optax-protocol transformation (line searches included).
+      params: the starting params (a pytree of float arrays).
+      data: a tuple or dict of arrays with rows on the first axis (NumPy,
+        ``np.memmap``, JAX, h5py datasets), an ``.npz``/``.h5`` path, or an
+        iterable of batches (re-iterable for several epochs).
+      batch_size: rows per step; for an iterable, the largest batch (default:
+        the first batch's size).
+      epochs: passes over the data.
+      key: seed or PRNG key; drives the shuffle (reproducible).
+      shuffle: shuffle blocks and rows within chunks each epoch (arrays).
+      chunk_batches: batches per compiled chunk; default from ``chunk_bytes``.
+      chunk_bytes: host/device budget for chunks (two are alive at once);
+        default 256 MiB.
+      mesh: a 1-D ``jax.sharding.Mesh``: batches are split over its devices,
+        params replicated, XLA inserts the gradient all-reduce.
+      progress: show a tqdm progress bar with loss and throughput.
+      callback: called after each chunk with a :class:`ChunkInfo`; return
+        True to stop.
+      loss_tol: stop when an epoch's mean loss is at most this.
+      patience: stop after this many epochs without a lower mean loss.
+      checkpoint_path: write the fit there every ``checkpoint_every`` chunks
+        (atomically), and when the fit stops or is interrupted.
+      checkpoint_every: chunks between checkpoints.
+      resume_from: a checkpoint to continue from (same loss, tx, params
+        shapes and data); the result equals an uninterrupted fit's.
+
+    Returns:
+      A :class:`FitResult`.
+
+    Raises:
+      ValueError: before any work, for mismatched array lengths, an empty
+        source, non-numeric arrays, ``batch_size`` <= 0 or larger than the
+        data, a loss that returns a non-scalar, or a loss without ``mask``
+        when the last batch needs padding.
+
+    Example:
+      >>> import numpy as np, jax.numpy as jnp, jaxfit
+      >>> x = np.linspace(0, 1, 1000, dtype=np.float32)
+      >>> y = 3 * x + 1
+      >>> def loss(params, batch, mask):
+      ...     x, y = batch
+      ...     return jaxfit.masked_mean((params[0] * x + params[1] - y) ** 2, mask)
+      >>> result = jaxfit.fit(loss, jaxfit.adam(0.05), jnp.zeros(2), (x, y),
+      ...                     batch_size=100, epochs=50, progress=False)
+      >>> np.round(np.asarray(result.params), 1)
+      array([3., 1.], dtype=float32)
+    """
+    _positive_int("epochs", epochs)
+    _positive_int("checkpoint_every", checkpoint_every)
+    if chunk_batches is not None:
+        _positive_int("chunk_batches", chunk_batches)
+    if chunk_bytes is not None:
+        _positive_int("chunk_bytes", chunk_bytes)
+    if patience is not None:
+        _positive_int("patience", patience)
+    source = _data.open_source(data)
+    if isinstance(source, _data.IterableSource):
+        if source.one_shot and epochs > 1:
+            raise ValueError(
+                "`data` is a one-shot iterator and cannot be read for "
+                f"epochs={epochs}; pass a re-iterable (e.g. a list or a loader)"
+            )
+        first = source.first_batch()
+        rows = _data._check_rows(first)
+        batch_size = rows if batch_size is None else batch_size
+        _positive_int("batch_size", batch_size)
+        example = first
+        num_batches = None
+        row_bytes = sum(
+            int(np.prod(np.shape(x)[1:])) * np.dtype(x.dtype).itemsize
+            for x in _data._leaves(first)
+        )
+    else:
+        if batch_size is None:
+            raise ValueError("`batch_size` is required for array data")
+        _positive_int("batch_size", batch_size)
+        if batch_size > source.num_rows:
+            raise ValueError(
+                f"`batch_size`={batch_size} is larger than the data "
+                f"({source.num_rows} rows)"
+            )
+        example = source.example_batch(batch_size)
+        num_batches = source.num_batches(batch_size)
+        row_bytes = source.row_bytes()
+        if source.num_rows % batch_size and not takes_mask(loss):
+            raise ValueError(
+                f"`loss` takes no `mask`, but {source.num_rows} rows do not divide "
+                f"into batches of {batch_size}: add a `mask` parameter (see "
+                "jaxfit.masked_mean) so the last batch can be padded"
+            )
+    if mesh is not None and batch_size % mesh.size:
+        raise ValueError(
+            f"`batch_size`={batch_size} must divide evenly over the mesh's "
+            f"{mesh.size} devices"
+        )
+    k = chunk_batches or _chunk_batches(
+        batch_size * row_bytes, chunk_bytes, num_batches
+    )
+
+    state = init_fit_state(params, tx, key)
+    step = make_step(loss, tx)
+    example_mask = np.ones(batch_size, bool)
+    pad = np.zeros(batch_size - _data._check_rows(example), np.int64)
+    example = jax.tree.map(
+        lambda x: np.concatenate([np.asarray(x), np.asarray(x)[pad]]), example
+    )
+    jax.eval_shape(step, state, example, example_mask)  # loss errors, before work
+
+    history: dict[str, list[np.ndarray]] = {}
+    position = {"epoch": 0, "chunk": 0}
+    if resume_from is not None:
+        state, position, saved = _checkpoint.load(resume_from, state)
+        history = {name: [values] for name, values in saved.items()}
+
+    # Fresh buffers: the scan donates the state, which must neither delete
+    # the caller's params nor hold one buffer twice (params, best_params).
+    state = jax.tree.map(lambda x: jnp.array(x, copy=True), state)
+    batch_sharded = None
+    if mesh is not None:
+        axis = mesh.axis_names[0]
+        replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+        batch_sharded = jax.sharding.NamedSharding(
+            mesh, jax.sharding.PartitionSpec(None, axis)
+        )
+        state = jax.device_put(state, replicated)
+
+    def put(chunk):
+        if batch_sharded is None:
+            return jax.device_put(chunk)
+        return jax.device_put(chunk, batch_sharded)
+
+    run = _compiled_runner(loss, tx)
+    bar = _progress_bar(progress, epochs, num_batches, k)
+    stopped = "epochs"
+    epoch_means: list[float] = []
+    chunks_done = 0
+    try:
+        for epoch in range(position["epoch"], epochs):
+            rng = _epoch_rng(state.key, epoch) if shuffle else None
+            chunks = source.chunks(batch_size, k, rng)
+            skip = position["chunk"] if epoch == position["epoch"] else 0
+            for _ in range(skip):
+                next(chunks)
+            epoch_losses = []
+            for index, (batches, masks) in enumerate(_prefetch(chunks, put), skip):
+                state, metrics = run(state, batches, masks)
+                host = jax.device_get(metrics)
+                real = host.pop("real")
+                for name, values in host.items():
+                    history.setdefault(name, []).append(values[real])
+                epoch_losses.append(host["loss"][real])
+                chunks_done += 1
+                if bar is not None:
+                    bar.update(int(real.sum()))
+                    bar.set_postfix(
+                        loss=f"{np.nanmean(host['loss'][real]):.4g}", epoch=epoch
+                    )
+                if checkpoint_path and chunks_done % checkpoint_every == 0:
+                    _save(checkpoint_path, state, epoch, index + 1, history)
+                if callback is not None and callback(
+                    ChunkInfo(epoch, index, state, host)
+                ):
+                    stopped = "callback"
+                    _save_if(checkpoint_path, state, epoch, index + 1, history)
+                    break
+            if stopped == "callback":
+                break
+            losses = np.concatenate(epoch_losses) if epoch_losses else np.array([])
+            epoch_means.append(float(np.nanmean(losses)) if losses.size else math.inf)
+            _save_if(checkpoint_path, state, epoch + 1, 0, history)
+            if loss_tol is not None and epoch_means[-1] <= loss_tol:
+                stopped = "loss_tol"
+                break
+            if patience is not None and len(epoch_means) > patience:
+                if min(epoch_means[-patience:]) >= min(epoch_means[:-patience]):
+                    stopped = "patience"
+                    break
+        epochs_done = epoch + 1 if stopped != "callback" else epoch
+    finally:
+        if bar is not None:
+            bar.close()
+    return FitResult(
+        params=state.params,
+        best_params=state.best_params,
+        best_loss=float(state.best_loss),
+        state=state,
+        history={n: np.concatenate(v) for n, v in history.items()},
+        epochs=epochs_done,
+        stopped=stopped,
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled_runner(loss, tx):
+    """One jitted chunk runner per (loss, tx), so a second ``fit`` with the
+    same loss, chain and shapes reuses the compiled program."""
+    step = make_step(loss, tx)
+    # The previous state's buffers are donated: the scan updates in place.
+    return jax.jit(lambda state, b, m: run_chunk(step, state, b, m), donate_argnums=0)
+
+
+def _save(path, state, epoch, chunk, history):
+    flat = {n: np.concatenate(v) for n, v in history.items()}
+    _checkpoint.save(path, state, {"epoch": epoch, "chunk": chunk}, flat)
+
+
+def _save_if(path, state, epoch, chunk, history):
+    if path:
+        _save(path, state, epoch, chunk, history)
+
+
+def _progress_bar(enabled, epochs, num_batches, k):
+    if not enabled:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    del k
+    return tqdm(total=None, unit="step", desc="jaxfit.fit")
