@@ -87,7 +87,7 @@ def open_source(data: Any) -> Any:
                 {k: handle[k] for k in handle if hasattr(handle[k], "shape")}
             )
         raise ValueError(f"`data` path {path!r} must end in .npz, .h5 or .hdf5")
-    if isinstance(data, (tuple, list, dict)) and all(
+    if isinstance(data, (tuple, dict)) and all(
         hasattr(x, "shape") for x in _leaves(data)
     ):
         return ArraySource(data)

@@ -161,8 +161,9 @@ def fit(
         True to stop.
       loss_tol: stop when an epoch's mean loss is at most this.
       patience: stop after this many epochs without a lower mean loss.
-      checkpoint_path: write the fit there every ``checkpoint_every`` chunks
-        (atomically), and when the fit stops or is interrupted.
+      checkpoint_path: write the fit there (atomically) every
+        ``checkpoint_every`` chunks, at each epoch's end and when a callback
+        stops the fit; a crash leaves the last complete checkpoint.
       checkpoint_every: chunks between checkpoints.
       resume_from: a checkpoint to continue from (same loss, tx, params
         shapes and data); the result equals an uninterrupted fit's.

@@ -1,0 +1,335 @@
+"""The streaming driver: equivalence, memmaps, compile counts, faults, errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxfit
+
+
+def loss(params, batch, mask):
+    x, y = batch
+    return jaxfit.masked_mean((x @ params["w"] + params["b"] - y) ** 2, mask)
+
+
+def make_data(n=1000, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 3)).astype(np.float32)
+    y = (x @ np.array([1.0, -2.0, 0.5]) + 0.3 + 0.01 * rng.normal(size=n)).astype(
+        np.float32
+    )
+    return x, y
+
+
+PARAMS = {"w": jnp.zeros(3), "b": jnp.zeros(())}
+TX = jaxfit.chain(jaxfit.clip_by_global_norm(1.0), jaxfit.adam(0.05))
+
+
+def test_fit_equals_a_python_loop_of_steps():
+    x, y = make_data(1000)  # 1000 = 15 batches of 64 + a ragged batch of 40
+    result = jaxfit.fit(
+        loss,
+        TX,
+        PARAMS,
+        (x, y),
+        batch_size=64,
+        epochs=2,
+        shuffle=False,
+        chunk_batches=4,
+        progress=False,
+    )
+    step = jax.jit(jaxfit.make_step(loss, TX))
+    state = jaxfit.init_fit_state(PARAMS, TX)
+    for _ in range(2):
+        for start in range(0, 1000, 64):
+            rows = np.arange(start, min(start + 64, 1000))
+            state, _ = step(state, (x[rows], y[rows]), np.ones(len(rows), bool))
+    chex.assert_trees_all_close(result.params, state.params, rtol=1e-5, atol=1e-6)
+    assert int(result.state.count) == 2 * 16
+    assert result.history["loss"].shape == (32,)
+    assert result.epochs == 2 and result.stopped == "epochs"
+
+
+def test_memmap_larger_than_the_budget_equals_in_memory(tmp_path):
+    x, y = make_data(6000)
+    xm = np.lib.format.open_memmap(tmp_path / "x.npy", "w+", np.float32, x.shape)
+    ym = np.lib.format.open_memmap(tmp_path / "y.npy", "w+", np.float32, y.shape)
+    xm[:], ym[:] = x, y
+    xm.flush(), ym.flush()
+    xm = np.load(tmp_path / "x.npy", mmap_mode="r")
+    ym = np.load(tmp_path / "y.npy", mmap_mode="r")
+    budget = 4 * 100 * 16  # bytes: two chunks of ~2 batches of 100 rows
+    kwargs = dict(batch_size=100, epochs=2, key=3, progress=False)
+    streamed = jaxfit.fit(loss, TX, PARAMS, (xm, ym), chunk_bytes=budget, **kwargs)
+    in_memory = jaxfit.fit(loss, TX, PARAMS, (x, y), chunk_bytes=budget, **kwargs)
+    assert x.nbytes + y.nbytes > 10 * budget
+    chex.assert_trees_all_equal(streamed.params, in_memory.params)
+
+
+def test_every_row_is_seen_once_per_epoch_whatever_the_shuffle():
+    n = 1003
+    seen = []
+
+    def record(params, batch, mask):
+        ids, _ = batch
+        jax.debug.callback(
+            lambda i, m: seen.append(np.asarray(i)[np.asarray(m)]), ids, mask
+        )
+        return jnp.sum(params) * 0.0
+
+    ids = np.arange(n, dtype=np.float32)
+    jaxfit.fit(
+        record,
+        jaxfit.sgd(0.1),
+        jnp.zeros(1),
+        (ids, ids),
+        batch_size=10,
+        chunk_batches=7,
+        key=1,
+        progress=False,
+    )
+    everything = np.sort(np.concatenate(seen))
+    np.testing.assert_array_equal(everything, ids)
+    assert not np.array_equal(np.concatenate(seen), ids)  # shuffled
+
+
+def test_no_recompilation_across_chunks_epochs_ragged_batch_and_calls(
+    count_compilations,
+):
+    x, y = make_data(1000)
+    kwargs = dict(batch_size=64, chunk_batches=3, progress=False)
+    jaxfit.fit(loss, TX, PARAMS, (x, y), epochs=1, **kwargs)  # compiles
+    with count_compilations() as counter:
+        result = jaxfit.fit(loss, TX, PARAMS, (x, y), epochs=3, key=5, **kwargs)
+        jaxfit.fit(loss, TX, result.params, make_data(990, seed=1), **kwargs)
+    assert counter.count == 0
+
+
+def test_non_finite_batches_are_skipped_and_counted():
+    x, y = make_data(640)
+    y = y.copy()
+    y[100] = np.nan  # poisons batch 1 of 10
+    result = jaxfit.fit(
+        loss, TX, PARAMS, (x, y), batch_size=64, shuffle=False, progress=False
+    )
+    assert int(result.state.skipped) == 1
+    assert int(result.state.count) == 9
+    assert all(np.all(np.isfinite(v)) for v in jax.tree.leaves(result.params))
+    assert np.isfinite(result.best_loss)
+
+
+def test_iterable_of_batches_and_npz_sources(tmp_path):
+    x, y = make_data(500)
+    batches = [(x[i : i + 64], y[i : i + 64]) for i in range(0, 500, 64)]
+    from_list = jaxfit.fit(
+        loss, TX, PARAMS, batches, epochs=2, chunk_batches=3, progress=False
+    )
+    from_arrays = jaxfit.fit(
+        loss,
+        TX,
+        PARAMS,
+        (x, y),
+        batch_size=64,
+        epochs=2,
+        shuffle=False,
+        chunk_batches=3,
+        progress=False,
+    )
+    chex.assert_trees_all_close(from_list.params, from_arrays.params, rtol=1e-6)
+
+    np.savez(tmp_path / "data.npz", x=x, y=y)
+
+    def dict_loss(params, batch, mask):
+        return loss(params, (batch["x"], batch["y"]), mask)
+
+    from_npz = jaxfit.fit(
+        dict_loss,
+        TX,
+        PARAMS,
+        str(tmp_path / "data.npz"),
+        batch_size=64,
+        epochs=2,
+        shuffle=False,
+        chunk_batches=3,
+        progress=False,
+    )
+    chex.assert_trees_all_close(from_npz.params, from_arrays.params, rtol=1e-6)
+
+
+def test_callback_stops_and_early_stopping():
+    x, y = make_data(1000)
+    calls = []
+
+    def stop_after_two(info):
+        calls.append(info.chunk)
+        return len(calls) == 2
+
+    result = jaxfit.fit(
+        loss,
+        TX,
+        PARAMS,
+        (x, y),
+        batch_size=50,
+        chunk_batches=2,
+        epochs=5,
+        callback=stop_after_two,
+        progress=False,
+    )
+    assert result.stopped == "callback" and int(result.state.count) == 4
+    result = jaxfit.fit(
+        loss,
+        TX,
+        PARAMS,
+        (x, y),
+        batch_size=50,
+        epochs=100,
+        loss_tol=1e-3,
+        progress=False,
+    )
+    assert result.stopped == "loss_tol" and result.epochs < 100
+
+
+def test_resume_after_an_exception_matches_an_uninterrupted_fit(tmp_path):
+    x, y = make_data(1000)
+    path = str(tmp_path / "fit.ckpt")
+    kwargs = dict(batch_size=64, epochs=3, key=7, chunk_batches=2, progress=False)
+    full = jaxfit.fit(loss, TX, PARAMS, (x, y), **kwargs)
+
+    class Interrupt(Exception):
+        pass
+
+    def crash(info):
+        if info.epoch == 1 and info.chunk == 3:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        jaxfit.fit(
+            loss, TX, PARAMS, (x, y), checkpoint_path=path, callback=crash, **kwargs
+        )
+    resumed = jaxfit.fit(loss, TX, PARAMS, (x, y), resume_from=path, **kwargs)
+    chex.assert_trees_all_equal(resumed.params, full.params)
+    chex.assert_trees_all_equal(resumed.state, full.state)
+    np.testing.assert_array_equal(resumed.history["loss"], full.history["loss"])
+
+
+KILLED_RUN = textwrap.dedent(
+    """
+    import os, sys, numpy as np, jax.numpy as jnp, jaxfit
+    sys.path.insert(0, {tests!r})
+    from test_streaming import loss, make_data, PARAMS, TX
+    x, y = make_data(1000)
+    def die(info):
+        if info.epoch == 1 and info.chunk == 5:
+            os._exit(9)  # as if killed: no cleanup, no exception handling
+    jaxfit.fit(loss, TX, PARAMS, (x, y), batch_size=64, epochs=3, key=7,
+               chunk_batches=2, progress=False, checkpoint_path={path!r},
+               callback=die)
+    """
+)
+
+
+def test_resume_after_a_killed_process_matches_an_uninterrupted_fit(tmp_path):
+    path = str(tmp_path / "fit.ckpt")
+    script = KILLED_RUN.format(tests=os.path.dirname(__file__), path=path)
+    run = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, timeout=300
+    )
+    assert run.returncode == 9, run.stderr.decode()[-2000:]
+    x, y = make_data(1000)
+    kwargs = dict(batch_size=64, epochs=3, key=7, chunk_batches=2, progress=False)
+    resumed = jaxfit.fit(loss, TX, PARAMS, (x, y), resume_from=path, **kwargs)
+    full = jaxfit.fit(loss, TX, PARAMS, (x, y), **kwargs)
+    chex.assert_trees_all_equal(resumed.params, full.params)
+
+
+MULTI_DEVICE = textwrap.dedent(
+    """
+    import os
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+    import sys, numpy as np, jax
+    sys.path.insert(0, {tests!r})
+    from test_streaming import loss, make_data, PARAMS, TX
+    import jaxfit
+    assert jax.device_count() == 4
+    x, y = make_data(1000)
+    mesh = jax.make_mesh((4,), ("batch",))
+    kw = dict(batch_size=64, epochs=2, key=2, chunk_batches=3, progress=False)
+    sharded = jaxfit.fit(loss, TX, PARAMS, (x, y), mesh=mesh, **kw)
+    single = jaxfit.fit(loss, TX, PARAMS, (x, y), **kw)
+    for a, b in zip(jax.tree.leaves(sharded.params), jax.tree.leaves(single.params)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    print("ok", len(jax.tree.leaves(sharded.params)[0].sharding.device_set))
+    """
+)
+
+
+def test_mesh_over_four_cpu_devices_equals_one_device():
+    script = MULTI_DEVICE.format(tests=os.path.dirname(__file__))
+    run = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.strip() == "ok 4"
+
+
+@pytest.mark.parametrize(
+    "data,kwargs,message",
+    [
+        ((np.ones((10, 2)), np.ones(9)), dict(batch_size=2), "same number of rows"),
+        ((np.ones((10, 2)), np.ones(10)), dict(batch_size=0), "`batch_size`"),
+        ((np.ones((10, 2)), np.ones(10)), dict(batch_size=11), "larger than the data"),
+        ((np.ones((0, 2)), np.ones(0)), dict(batch_size=1), "empty"),
+        ([], dict(batch_size=1), "empty"),
+        ((np.array(["a", "b"]), np.ones(2)), dict(batch_size=1), "dtype"),
+        ((np.ones((10, 3)), np.ones(10)), dict(batch_size=2, epochs=0), "`epochs`"),
+        (iter([(np.ones((2, 3)), np.ones(2))]), dict(epochs=2), "one-shot"),
+    ],
+)
+def test_bad_input_is_a_clear_error_before_any_work(data, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        jaxfit.fit(loss, TX, PARAMS, data, progress=False, **kwargs)
+
+
+def test_a_loss_returning_a_vector_or_lacking_a_mask_is_rejected():
+    x, y = make_data(100)
+
+    def vector_loss(params, batch, mask):
+        return batch[0] @ params["w"]
+
+    with pytest.raises(ValueError, match="must return a scalar"):
+        jaxfit.fit(vector_loss, TX, PARAMS, (x, y), batch_size=10, progress=False)
+
+    def no_mask(params, batch):
+        return jnp.mean(batch[0] @ params["w"])
+
+    with pytest.raises(ValueError, match="takes no `mask`"):
+        jaxfit.fit(no_mask, TX, PARAMS, (x, y), batch_size=30, progress=False)
+    jaxfit.fit(no_mask, TX, PARAMS, (x, y), batch_size=25, progress=False)  # divides
+
+
+def test_hdf5_source_and_progress_bar(tmp_path, capsys):
+    import h5py
+
+    x, y = make_data(500)
+    with h5py.File(tmp_path / "data.h5", "w") as f:
+        f["x"], f["y"] = x, y
+
+    def dict_loss(params, batch, mask):
+        return loss(params, (batch["x"], batch["y"]), mask)
+
+    kwargs = dict(batch_size=64, epochs=2, key=4, chunk_batches=3)
+    from_h5 = jaxfit.fit(dict_loss, TX, PARAMS, str(tmp_path / "data.h5"), **kwargs)
+    from_arrays = jaxfit.fit(
+        dict_loss, TX, PARAMS, {"x": x, "y": y}, progress=False, **kwargs
+    )
+    chex.assert_trees_all_equal(from_h5.params, from_arrays.params)
+    assert "loss=" in capsys.readouterr().err  # the tqdm bar with the loss
