@@ -28,6 +28,16 @@ searches' own counters (``info.num_evaluations`` / Optax's
 warm-up call (compilation excluded; the first call's time is reported
 separately).
 
+Gradient descent with a line search is chaotic on these problems: jaxfit's
+and Optax's searches take the same decisions on the same inputs, but
+last-bit differences (from XLA's fusion or FMA choices, or a 1-ulp change of
+the start) grow until the two paths part, after which the counts differ by
+up to +-10% either way, as two Optax runs from starts 1 ulp apart do. So the
+``sgd+*`` families are also solved from ``--starts`` starts (the given one
+and random relative perturbations of 5%, seeded) and compared by the median
+over starts of the paired ratio of evaluations, jaxfit / Optax; L-BFGS takes
+the same steps in both, so one start shows it.
+
 Problems: the chained Rosenbrock function in 100 dimensions (start
 ``[-1.2, 1, ...]``) and least-squares problems ``0.5 * |r(x)|^2``:
 Kowalik-Osborne and Osborne 1 (More, Garbow & Hillstrom, 1981), and a linear
@@ -38,7 +48,7 @@ Run::
     python benchmarks/linesearch.py [--quick]
 
 ``--quick`` (< 30 s) runs Rosenbrock-100 and Kowalik-Osborne with fewer
-repeats and a lower step cap for gradient descent, writing
+repeats, starts and a lower step cap for gradient descent, writing
 ``linesearch-<machine>-quick.json``/``.png``; the full run writes
 ``linesearch-<machine>.json``/``.png`` in ``benchmarks/results/``.
 """
@@ -193,6 +203,22 @@ METHODS = {
     ),
 }
 SCIPY = "scipy L-BFGS-B"
+# Families whose trajectories are chaotic, compared over several starts.
+MULTI_START_FAMILIES = ("sgd+backtracking", "sgd+zoom")
+START_SCALE = 0.05  # relative perturbation of the extra starts
+
+
+def perturbed_starts(x0, count, scale=START_SCALE, seed=0):
+    """``x0`` and ``count - 1`` seeded random perturbations of it.
+
+    Each coordinate moves by ``scale`` times its size (times a standard
+    normal draw), or by ``scale`` where it is 0.
+    """
+    rng = np.random.default_rng(seed)
+    size = np.where(x0 == 0, 1.0, np.abs(x0))
+    return [x0] + [
+        x0 + scale * size * rng.normal(size=x0.shape) for _ in range(count - 1)
+    ]
 
 
 def make_jax_solver(method: Method, problem: Problem, max_steps: int):
@@ -308,7 +334,7 @@ def time_interleaved(cases, *, repeats, target_s):
     return samples
 
 
-def run(problem_names, *, repeats, target_s, lbfgs_cap, gd_cap):
+def run(problem_names, *, repeats, target_s, lbfgs_cap, gd_cap, starts):
     rows = []
     for problem_name in problem_names:
         problem = PROBLEMS[problem_name]
@@ -331,6 +357,17 @@ def run(problem_names, *, repeats, target_s, lbfgs_cap, gd_cap):
                 "evaluations": int(evals),
                 "step_cap": cap,
             }
+            if method.family in MULTI_START_FAMILIES:
+                # (grad norm, steps, evaluations) per start, the given one first
+                per_start = [(gnorm, steps, evals)] + [
+                    tuple(np.asarray(v) for v in solve(jnp.asarray(x))[2:])
+                    for x in perturbed_starts(np.asarray(problem.x0), starts)[1:]
+                ]
+                results[name]["starts"] = {
+                    "evaluations": [int(e) for *_, e in per_start],
+                    "steps": [int(s) for _, s, _ in per_start],
+                    "reached": [bool(g <= problem.gtol) for g, *_ in per_start],
+                }
             cases[name] = lambda n, solve=solve, x0=x0: [
                 jax.block_until_ready(solve(x0)) for _ in range(n)
             ]
@@ -398,6 +435,58 @@ def table(rows):
     return _harness.markdown_table(headers, body)
 
 
+def _over_starts(ours, theirs):
+    """Evaluations over the starts: medians and paired ratios jaxfit / Optax."""
+    a = np.array(ours["evaluations"], float)
+    b = np.array(theirs["evaluations"], float)
+    ratios = a / b
+    return {
+        "starts": len(a),
+        "reached_jaxfit": sum(ours["reached"]),
+        "reached_optax": sum(theirs["reached"]),
+        "evaluations_median_jaxfit": float(np.median(a)),
+        "evaluations_median_optax": float(np.median(b)),
+        "evaluations_ratio_median": float(np.median(ratios)),
+        "evaluations_ratio_min": float(ratios.min()),
+        "evaluations_ratio_max": float(ratios.max()),
+        "jaxfit_fewer_equal_more": [
+            int(np.sum(a < b)),
+            int(np.sum(a == b)),
+            int(np.sum(a > b)),
+        ],
+    }
+
+
+def starts_table(summary):
+    """The multi-start comparisons as a Markdown table."""
+    headers = [
+        "problem",
+        "family",
+        "starts",
+        "reached jaxfit / Optax",
+        "median evaluations jaxfit / Optax",
+        "paired ratio median (min-max)",
+        "jaxfit fewer / equal / more",
+    ]
+    body = [
+        [
+            line["problem"],
+            line["family"],
+            line["starts"],
+            f"{line['reached_jaxfit']} / {line['reached_optax']}",
+            f"{line['evaluations_median_jaxfit']:.0f} / "
+            f"{line['evaluations_median_optax']:.0f}",
+            f"{line['evaluations_ratio_median']:.3f} "
+            f"({line['evaluations_ratio_min']:.2f}-"
+            f"{line['evaluations_ratio_max']:.2f})",
+            " / ".join(str(n) for n in line["jaxfit_fewer_equal_more"]),
+        ]
+        for line in summary
+        if "starts" in line
+    ]
+    return _harness.markdown_table(headers, body)
+
+
 def comparisons(rows):
     """jaxfit / Optax per family, and jaxfit lbfgs / SciPy time, per problem."""
     by_key = {(row["problem"], row["method"]): row for row in rows}
@@ -406,16 +495,17 @@ def comparisons(rows):
         for family in ("lbfgs", "sgd+backtracking", "sgd+zoom"):
             ours = by_key[(problem, f"jaxfit {family}")]
             theirs = by_key[(problem, f"optax {family}")]
-            lines.append(
-                {
-                    "problem": problem,
-                    "family": family,
-                    "evaluations_jaxfit": ours["evaluations"],
-                    "evaluations_optax": theirs["evaluations"],
-                    "time_ratio_jaxfit_over_optax": ours["time"]["median_s"]
-                    / theirs["time"]["median_s"],
-                }
-            )
+            line = {
+                "problem": problem,
+                "family": family,
+                "evaluations_jaxfit": ours["evaluations"],
+                "evaluations_optax": theirs["evaluations"],
+                "time_ratio_jaxfit_over_optax": ours["time"]["median_s"]
+                / theirs["time"]["median_s"],
+            }
+            if "starts" in ours:
+                line.update(_over_starts(ours["starts"], theirs["starts"]))
+            lines.append(line)
         ours = by_key[(problem, "jaxfit lbfgs")]
         scipy_row = by_key[(problem, SCIPY)]
         lines.append(
@@ -431,7 +521,7 @@ def comparisons(rows):
     return lines
 
 
-def plot(path, rows):
+def plot(path, rows, summary):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -440,10 +530,10 @@ def plot(path, rows):
     problems = list(dict.fromkeys(row["problem"] for row in rows))
     methods = list(dict.fromkeys(row["method"] for row in rows))
     by_key = {(row["problem"], row["method"]): row for row in rows}
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
+    fig, axes = plt.subplots(1, 3, figsize=(19, 4.5))
     width = 0.8 / len(methods)
     for ax, (label, get) in zip(
-        axes,
+        axes[:2],
         [
             ("evaluations to tolerance", lambda r: r["evaluations"]),
             ("time to tolerance (s, median)", lambda r: r["time"]["median_s"]),
@@ -460,6 +550,26 @@ def plot(path, rows):
         ax.set_yscale("log")
         ax.set_xticks(range(len(problems)), problems, fontsize="small")
         ax.set_title(label + " (hatched: not reached)")
+    # Over several starts: median paired ratio, whiskers from min to max.
+    ax = axes[2]
+    multi = [line for line in summary if "starts" in line]
+    families = list(dict.fromkeys(line["family"] for line in multi))
+    width = 0.8 / max(len(families), 1)
+    for index, family in enumerate(families):
+        lines = [line for line in multi if line["family"] == family]
+        offsets = [
+            problems.index(line["problem"]) - 0.4 + width * (index + 0.5)
+            for line in lines
+        ]
+        median = np.array([line["evaluations_ratio_median"] for line in lines])
+        low = median - [line["evaluations_ratio_min"] for line in lines]
+        high = [line["evaluations_ratio_max"] for line in lines] - median
+        ax.errorbar(offsets, median, yerr=[low, high], fmt="o", capsize=4, label=family)
+    ax.axhline(1.0, color="gray", linewidth=0.8)
+    ax.set_xticks(range(len(problems)), problems, fontsize="small")
+    starts = multi[0]["starts"] if multi else 0
+    ax.set_title(f"evaluations jaxfit / Optax over {starts} starts (median, range)")
+    ax.legend(fontsize="small")
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(
         handles, labels, loc="lower center", ncols=len(methods), fontsize="small"
@@ -474,13 +584,23 @@ def plot(path, rows):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="CI-sized run (< 30 s)")
+    parser.add_argument(
+        "--starts",
+        type=int,
+        default=None,
+        help="starts for the sgd+* families (default 20; 5 with --quick)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         names, repeats, target_s, tag = QUICK_PROBLEMS, 5, 0.02, "quick"
-        lbfgs_cap, gd_cap = 2000, 1000
+        lbfgs_cap, gd_cap, starts = 2000, 1000, 5
     else:
         names, repeats, target_s, tag = list(PROBLEMS), 9, 0.2, ""
-        lbfgs_cap, gd_cap = 5000, 20000
+        lbfgs_cap, gd_cap, starts = 5000, 20000, 20
+    if args.starts is not None:
+        if args.starts < 1:
+            parser.error("--starts must be >= 1")
+        starts = args.starts
     with jax.enable_x64(True):
         rows = run(
             names,
@@ -488,6 +608,7 @@ def main(argv=None):
             target_s=target_s,
             lbfgs_cap=lbfgs_cap,
             gd_cap=gd_cap,
+            starts=starts,
         )
     summary = comparisons(rows)
     info = _harness.machine_info()
@@ -496,12 +617,14 @@ def main(argv=None):
         f"({info['cpus_available']} CPUs, {info['backend']})\n"
     )
     print(table(rows))
+    print(f"\n## Gradient descent over {starts} starts (evaluations)\n")
+    print(starts_table(summary))
     print()
     for line in summary:
         print(line)
     json_path = _harness.results_path("linesearch", "json", tag=tag)
     _harness.write_json(json_path, {"rows": rows, "comparisons": summary})
-    png_path = plot(_harness.results_path("linesearch", "png", tag=tag), rows)
+    png_path = plot(_harness.results_path("linesearch", "png", tag=tag), rows, summary)
     print(f"\nwrote {json_path} and {png_path}")
 
 
