@@ -12,6 +12,7 @@ from jaxfit.curve_fit import (
     curve_fit,
     least_squares_solve,
 )
+from jaxfit.least_squares_streaming import LeastSquaresFitResult, fit_least_squares
 from jaxfit.residuals import (
     jacobian_mode,
     make_batch,
@@ -63,6 +64,7 @@ __all__ = [
     "CurveFitResult",
     "FitResult",
     "FitState",
+    "LeastSquaresFitResult",
     "LeastSquaresSolution",
     "LinesearchInfo",
     "ScaleByAdamState",
@@ -80,6 +82,7 @@ __all__ = [
     "clip_by_global_norm",
     "curve_fit",
     "fit",
+    "fit_least_squares",
     "flatten",
     "init_fit_state",
     "jacobian_mode",

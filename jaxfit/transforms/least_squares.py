@@ -164,6 +164,54 @@ def _spd_solve(A, b):
     return jnp.stack(x)
 
 
+def marquardt_scale(scale: jax.Array, hessian: jax.Array) -> jax.Array:
+    """Marquardt's diagonal ``D``: the running maximum of ``diag(J^T J)``.
+
+    A zero column (a parameter the residuals ignore) keeps unit scale.
+    """
+    scale = jnp.maximum(scale, jnp.diag(hessian))
+    return jnp.where(scale > 0, scale, 1.0)
+
+
+def damped_step(hessian, gradient, damping, scale) -> jax.Array:
+    """The Levenberg-Marquardt step: solves ``(J^T J + lambda D) d = -J^T r``."""
+    return _spd_solve(hessian + jnp.diag(damping * scale), -gradient)
+
+
+def gauss_newton_step(hessian, gradient) -> jax.Array:
+    """The minimum-norm Gauss-Newton step ``-(J^T J)^+ J^T r``."""
+    return -jnp.linalg.pinv(hessian, hermitian=True) @ gradient
+
+
+def gain_ratio(cost, new_cost, step, gradient, damping, scale):
+    """``(actual, predicted, ratio)`` cost reductions of a damped step.
+
+    ``ratio`` is ``-inf`` where the model predicts no reduction or the new
+    cost is not finite, so such a step is always rejected.
+    """
+    actual = cost - new_cost
+    predicted = 0.5 * jnp.dot(step, damping * scale * step - gradient)
+    ratio = jnp.where(predicted > 0, actual / predicted, -jnp.inf)
+    ratio = jnp.where(jnp.isfinite(new_cost), ratio, -jnp.inf)
+    return actual, predicted, ratio
+
+
+def nielsen_update(ratio, damping, nu):
+    """Nielsen's (1999) damping update: ``(accepted, damping, nu)``.
+
+    An accepted step (``ratio > 0``) shrinks ``lambda`` by
+    ``max(1/3, 1 - (2 rho - 1)**3)`` and resets ``nu`` to 2; a rejected one
+    multiplies ``lambda`` by ``nu`` and doubles ``nu``.
+    """
+    accepted = ratio > 0
+    shrink = jnp.maximum(1 / 3, 1 - (2 * ratio - 1) ** 3)
+    new_damping = jnp.where(accepted, damping * shrink, damping * nu)
+    # Capped so that endless rejections at a minimum never make inf * 0.
+    new_damping = jnp.minimum(new_damping, 1e30)
+    new_nu = jnp.where(accepted, 2.0, 2 * nu)
+    return accepted, new_damping, new_nu
+
+
 def _matrix_free(flat_fn, flat, loss, f_scale):
     """``(cost, v -> J^T J v, J^T r)`` without forming ``J``."""
     r, jvp_fn, vjp_fn = _res.normal_matvec(flat_fn, flat)
@@ -235,7 +283,7 @@ def scale_by_gauss_newton(
             cost, A, g = _normal_equations(
                 flat_fn, flat, mode, jac, unravel, batch, loss, f_scale
             )
-            step = -jnp.linalg.pinv(A, hermitian=True) @ g
+            step = gauss_newton_step(A, g)
         new_state = ScaleByGaussNewtonState(
             count=optax.safe_increment(state.count),
             cost=cost.astype(flat.dtype),
@@ -351,9 +399,7 @@ def scale_by_levenberg_marquardt(
             cost, A, g = jax.lax.cond(reuse, cached, compute, None)
             cost = cost.astype(dtype)
             fresh = ~reuse
-            scale = jnp.maximum(state.scale, jnp.diag(A))
-            # A zero column (a parameter the residuals ignore) keeps unit scale.
-            scale = jnp.where(scale > 0, scale, 1.0)
+            scale = marquardt_scale(state.scale, A)
             normal_matvec = lambda v: A @ v
         damping = state.damping
 
@@ -361,19 +407,12 @@ def scale_by_levenberg_marquardt(
             damped = lambda v: normal_matvec(v) + damping * scale * v
             step, _ = jax.scipy.sparse.linalg.cg(damped, -g, maxiter=4 * flat.size)
         else:
-            step = _spd_solve(A + jnp.diag(damping * scale), -g)
+            step = damped_step(A, g, damping, scale)
         step = step.astype(dtype)
         new_cost = _res.robust_cost(flat_fn(flat + step), loss, f_scale).astype(dtype)
-        actual = cost - new_cost
-        predicted = 0.5 * jnp.dot(step, damping * scale * step - g)
-        ratio = jnp.where(predicted > 0, actual / predicted, -jnp.inf)
-        ratio = jnp.where(jnp.isfinite(new_cost), ratio, -jnp.inf)
-        accepted = ratio > 0
-        shrink = jnp.maximum(1 / 3, 1 - (2 * ratio - 1) ** 3)
-        new_damping = jnp.where(accepted, damping * shrink, damping * state.nu)
-        # Capped so that endless rejections at a minimum never make inf * 0.
-        new_damping = jnp.minimum(new_damping, 1e30)
-        new_nu = jnp.where(accepted, 2.0, 2 * state.nu).astype(dtype)
+        actual, predicted, ratio = gain_ratio(cost, new_cost, step, g, damping, scale)
+        accepted, new_damping, new_nu = nielsen_update(ratio, damping, state.nu)
+        new_nu = new_nu.astype(dtype)
         # A first call counts the residual evaluated with the Jacobian.
         nfev = state.nfev + 1 + jnp.where(state.valid, 0, 1).astype(jnp.int32)
         new_state = ScaleByLevenbergMarquardtState(

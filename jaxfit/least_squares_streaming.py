@@ -1,0 +1,489 @@
+"""Exact Gauss-Newton / Levenberg-Marquardt over data streamed in chunks.
+
+:func:`fit_least_squares` is the least-squares counterpart of
+:func:`jaxfit.fit`: instead of a stochastic step per batch, one outer
+iteration reads the whole dataset once, in the fixed-shape chunks of
+:mod:`jaxfit.data` (arrays, memmaps, ``.npz``, HDF5, iterables), and a
+compiled ``lax.scan`` over each chunk's batches accumulates ``J^T J``,
+``J^T r`` and the cost of the *full* data. The step is then the same damped
+solve and gain-ratio update that :func:`jaxfit.scale_by_levenberg_marquardt`
+uses (shared helpers of :mod:`jaxfit.transforms.least_squares`), so the
+iterates are those of an in-memory fit, up to summation order, and ``pcov``
+is SciPy's for the whole dataset. Memory is ``O(n^2)`` for ``n`` parameters
+plus two chunks, whatever the number of rows.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import warnings
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+from jaxfit import _checks
+from jaxfit import data as _data
+from jaxfit import residuals as _res
+from jaxfit.curve_fit import OptimizeWarning
+from jaxfit.streaming import _chunk_batches, _positive_int, _prefetch
+from jaxfit.transforms import least_squares as _ls
+
+METHODS = ("lm", "gn")
+_ITERABLE_CHUNK_BATCHES = 16
+STATUS_MESSAGES = {
+    -1: "The cost became non-finite after a Gauss-Newton step; try method='lm'.",
+    0: "The maximum number of iterations is exceeded.",
+    1: "`gtol` termination condition is satisfied.",
+    2: "`ftol` termination condition is satisfied.",
+    3: "`xtol` termination condition is satisfied.",
+    4: "Both `ftol` and `xtol` termination conditions are satisfied.",
+}
+
+
+class LeastSquaresFitResult(NamedTuple):
+    """What :func:`fit_least_squares` returns.
+
+    Attributes:
+      params: the fitted params (same pytree structure as the start).
+      pcov: covariance of the flattened params (``n x n`` NumPy array), as
+        ``scipy.optimize.curve_fit``: ``inf`` where it is undetermined.
+      perr: ``sqrt(diag(pcov))``.
+      cost: SciPy's cost ``0.5 * sum(rho(r**2))`` over all real rows.
+      num_residuals: the residuals fitted (padding excluded).
+      iterations: outer iterations (trial steps).
+      nfev: full passes evaluating the residuals (cost-only or with ``J``).
+      njev: of those, passes that formed ``J^T J``.
+      status: as SciPy's ``least_squares`` (1-4 converged, 0 iteration
+        limit), or -1 when Gauss-Newton diverged to a non-finite cost.
+      message: ``status`` in words.
+      success: ``status > 0``.
+      history: per iteration NumPy arrays: ``cost`` (at the base point),
+        ``grad_norm``, ``step_norm``, ``ratio``, ``damping``, ``accepted``.
+    """
+
+    params: Any
+    pcov: np.ndarray
+    perr: np.ndarray
+    cost: float
+    num_residuals: int
+    iterations: int
+    nfev: int
+    njev: int
+    status: int
+    message: str
+    success: bool
+    history: dict[str, np.ndarray]
+
+
+def _masked(residual_fn: Callable, mask: jax.Array) -> Callable:
+    """``residual_fn`` with the rows of padding set to exactly zero.
+
+    ``where`` (not a product) also zeroes the Jacobian rows; padding rows are
+    copies of real rows, so their derivatives are finite.
+    """
+
+    def fn(params, batch):
+        r = jnp.reshape(residual_fn(params, batch), (mask.shape[0], -1))
+        return jnp.where(mask[:, None], r, 0)
+
+    return fn
+
+
+@functools.lru_cache(maxsize=64)
+def _passes(residual_fn, loss, f_scale, jacobian_mode):
+    """Jitted chunk reducers, cached so that a second fit compiles nothing.
+
+    ``normal(params, acc, batches, masks)`` adds each batch's
+    ``(cost, J^T J, J^T r)`` to ``acc``; ``cost(params, acc, ...)`` adds the
+    cost only. All-padding batches (the filler of the last chunk) are skipped.
+    """
+
+    def normal_batch(params, batch, mask):
+        flat, unravel, flat_fn = _ls._flat_problem(
+            _masked(residual_fn, mask), params, batch
+        )
+        mode = _ls._mode_for(flat, flat_fn, jacobian_mode, None)
+        # A dense J^T J is accumulated anyway: wide batches use reverse mode.
+        mode = "reverse" if mode == "matrix_free" else mode
+        return _ls._normal_equations(
+            flat_fn, flat, mode, None, unravel, batch, loss, f_scale
+        )
+
+    def cost_batch(params, batch, mask):
+        flat, _, flat_fn = _ls._flat_problem(_masked(residual_fn, mask), params, batch)
+        return _res.robust_cost(flat_fn(flat), loss, f_scale)
+
+    def reducer(per_batch):
+        def run(params, acc, batches, masks):
+            def body(acc, xs):
+                batch, mask = xs
+                zero = jax.tree.map(jnp.zeros_like, acc)
+                part = jax.lax.cond(
+                    jnp.any(mask),
+                    lambda: jax.tree.map(
+                        lambda z, v: v.astype(z.dtype),
+                        zero,
+                        per_batch(params, batch, mask),
+                    ),
+                    lambda: zero,
+                )
+                return jax.tree.map(jnp.add, acc, part), None
+
+            return jax.lax.scan(body, acc, (batches, masks))[0]
+
+        return jax.jit(run)
+
+    return reducer(normal_batch), reducer(cost_batch)
+
+
+@jax.jit
+def _lm_trial(hessian, gradient, damping, scale):
+    scale = _ls.marquardt_scale(scale, hessian)
+    return _ls.damped_step(hessian, gradient, damping, scale), scale
+
+
+@jax.jit
+def _lm_judge(cost, new_cost, step, gradient, damping, scale, nu):
+    actual, predicted, ratio = _ls.gain_ratio(
+        cost, new_cost, step, gradient, damping, scale
+    )
+    accepted, damping, nu = _ls.nielsen_update(ratio, damping, nu)
+    return actual, predicted, ratio, accepted, damping, nu
+
+
+_gn_step = jax.jit(_ls.gauss_newton_step)
+
+
+@jax.jit
+def _covariance(hessian, m):
+    """``(J^T J)^+`` by an eigendecomposition, and whether ``J`` has full rank.
+
+    Eigenvalues below ``eps * max(m, n) * lambda_max`` are dropped: rounding
+    in the accumulated ``J^T J`` is of that relative size (SciPy applies the
+    same relative threshold to the singular values of ``J``, which it has).
+    """
+    n = hessian.shape[0]
+    w, v = jnp.linalg.eigh(hessian)
+    threshold = jnp.finfo(hessian.dtype).eps * jnp.maximum(m, n) * w[-1]
+    keep = w > threshold
+    inv = jnp.where(keep, 1 / jnp.where(keep, w, 1.0), 0.0)
+    return (v * inv) @ v.T, jnp.all(keep)
+
+
+def _status(f_ok, x_ok, g_ok):
+    if g_ok:
+        return 1
+    if f_ok and x_ok:
+        return 4
+    if f_ok:
+        return 2
+    if x_ok:
+        return 3
+    return None
+
+
+def _non_negative(name, value):
+    _checks.non_negative(name, value)
+
+
+def fit_least_squares(
+    residual_fn: Callable[[Any, Any], jax.Array],
+    params: Any,
+    data: Any,
+    *,
+    batch_size: int | None = None,
+    method: str = "lm",
+    loss: str = "linear",
+    f_scale: float = 1.0,
+    max_iterations: int = 100,
+    ftol: float = 1e-8,
+    xtol: float = 1e-8,
+    gtol: float = 1e-8,
+    init_damping: float = 1e-3,
+    jacobian_mode: str = "auto",
+    absolute_sigma: bool = False,
+    chunk_batches: int | None = None,
+    chunk_bytes: int | None = None,
+    progress: bool = True,
+) -> LeastSquaresFitResult:
+    """Full-data Levenberg-Marquardt or Gauss-Newton over streamed chunks.
+
+    Each pass reads ``data`` once in fixed-shape chunks and a compiled
+    ``lax.scan`` accumulates ``J^T J``, ``J^T r`` and the cost over every
+    real row (padding rows are masked to zero residuals, so ``residual_fn``
+    never sees the mask). ``method='lm'`` then solves the damped normal
+    equations, evaluates the trial cost in a cost-only pass and accepts or
+    rejects the step by Nielsen's gain-ratio rule, exactly as
+    :func:`jaxfit.scale_by_levenberg_marquardt`; an accepted step costs one
+    more pass for the new ``J^T J``. ``method='gn'`` takes the minimum-norm
+    Gauss-Newton step each pass. Stopping tests are SciPy's
+    (``ftol``/``xtol``/``gtol``). Every pass has the same shapes: a fit
+    compiles once, and a second fit with the same ``residual_fn`` and shapes
+    compiles nothing. Computation follows the dtype of ``params`` (use
+    ``jax.enable_x64`` and float64 params for SciPy-level precision).
+
+    Args:
+      residual_fn: ``residual_fn(params, batch) -> r`` where ``batch`` is
+        what the source yields (a tuple or dict of ``[batch_size, ...]``
+        arrays) and ``r`` has ``batch_size`` rows (``[B]`` or ``[B, d]``).
+        Include weights (``1 / sigma``) in it.
+      params: the starting params (any pytree of float arrays).
+      data: as :func:`jaxfit.fit`: arrays (tuple/dict, NumPy, memmap, HDF5
+        datasets), an ``.npz``/``.h5`` path, or a re-iterable of batches.
+      batch_size: rows per scanned batch (for an iterable, default the first
+        batch's size).
+      method: ``'lm'`` (Levenberg-Marquardt) or ``'gn'`` (Gauss-Newton).
+      loss, f_scale: robust loss, as :func:`jaxfit.residual_loss`.
+      max_iterations: the most outer iterations (trial steps).
+      ftol, xtol, gtol: SciPy's tolerances (>= 0).
+      init_damping: LM's initial ``lambda`` (> 0).
+      jacobian_mode: ``'auto'``, ``'forward'`` or ``'reverse'`` per batch
+        (see :func:`jaxfit.jacobian_mode`).
+      absolute_sigma: as ``curve_fit``: if False ``pcov`` is scaled by
+        ``2 * cost / (m - n)``.
+      chunk_batches, chunk_bytes: chunking, as :func:`jaxfit.fit` (for an
+        iterable, at most 16 batches per chunk unless ``chunk_batches``).
+      progress: show a tqdm bar of iterations with the cost.
+
+    Returns:
+      A :class:`LeastSquaresFitResult`.
+
+    Raises:
+      ValueError: a bad argument (named), fewer residuals than parameters,
+        residuals of the wrong shape, or non-finite residuals at ``params``.
+
+    Example:
+      >>> import numpy as np, jax, jax.numpy as jnp, jaxfit
+      >>> x = np.linspace(0, 4, 1000)
+      >>> y = 2.5 * np.exp(-1.3 * x) + 0.5
+      >>> def residual(p, batch):
+      ...     x, y = batch
+      ...     return p[0] * jnp.exp(-p[1] * x) + p[2] - y
+      >>> with jax.enable_x64(True):
+      ...     result = jaxfit.fit_least_squares(
+      ...         residual, jnp.array([1.0, 1.0, 0.0]), (x, y), batch_size=128,
+      ...         progress=False)
+      >>> np.asarray(result.params).round(6), result.status > 0
+      (array([2.5, 1.3, 0.5]), True)
+    """
+    if not callable(residual_fn):
+        raise ValueError(f"`residual_fn` must be callable, got {residual_fn!r}")
+    if method not in METHODS:
+        raise ValueError(f"`method` must be one of {METHODS!r}, got {method!r}")
+    _res._check_loss(loss)
+    _checks.positive("f_scale", f_scale)
+    _positive_int("max_iterations", max_iterations)
+    for name, value in (("ftol", ftol), ("xtol", xtol), ("gtol", gtol)):
+        _non_negative(name, value)
+    _checks.positive("init_damping", init_damping)
+    if jacobian_mode not in ("auto", "forward", "reverse"):
+        raise ValueError(
+            "`jacobian_mode` must be 'auto', 'forward' or 'reverse', "
+            f"got {jacobian_mode!r}"
+        )
+    if chunk_batches is not None:
+        _positive_int("chunk_batches", chunk_batches)
+    if chunk_bytes is not None:
+        _positive_int("chunk_bytes", chunk_bytes)
+    _checks.params(params)
+    f_scale = float(f_scale)
+
+    source = _data.open_source(data)
+    if isinstance(source, _data.IterableSource):
+        if source.one_shot:
+            raise ValueError(
+                "`data` is a one-shot iterator, but each iteration reads the data "
+                "again; pass a re-iterable (e.g. a list or a loader)"
+            )
+        example = source.first_batch()
+        batch_size = _data._check_rows(example) if batch_size is None else batch_size
+        _positive_int("batch_size", batch_size)
+        num_batches = None
+        row_bytes = sum(
+            int(np.prod(np.shape(x)[1:])) * np.dtype(x.dtype).itemsize
+            for x in _data._leaves(example)
+        )
+    else:
+        if batch_size is None:
+            raise ValueError("`batch_size` is required for array data")
+        _positive_int("batch_size", batch_size)
+        if batch_size > source.num_rows:
+            raise ValueError(
+                f"`batch_size`={batch_size} is larger than the data "
+                f"({source.num_rows} rows)"
+            )
+        example = source.example_batch(batch_size)
+        num_batches = source.num_batches(batch_size)
+        row_bytes = source.row_bytes()
+    k = chunk_batches or _chunk_batches(
+        batch_size * row_bytes, chunk_bytes, num_batches
+    )
+    if chunk_batches is None and num_batches is None:
+        # An iterable's length is unknown: a byte-sized chunk could be
+        # thousands of padding batches, re-read on every pass.
+        k = min(k, _ITERABLE_CHUNK_BATCHES)
+
+    flat, unravel = ravel_pytree(params)
+    n, dtype = flat.size, flat.dtype
+    rows = _data._check_rows(example)
+    pad = np.zeros(batch_size - rows, np.int64)
+    example = jax.tree.map(
+        lambda x: np.concatenate([np.asarray(x), np.asarray(x)[pad]]), example
+    )
+    try:
+        shape = jax.eval_shape(residual_fn, params, example).shape
+    except Exception as error:
+        raise ValueError(f"`residual_fn` failed on a batch: {error}") from error
+    if len(shape) == 0 or shape[0] != batch_size:
+        raise ValueError(
+            f"`residual_fn` must return {batch_size} (batch_size) rows of "
+            f"residuals, got shape {shape}"
+        )
+    per_row = math.prod(shape[1:])
+
+    normal_fn, cost_fn = _passes(residual_fn, loss, f_scale, jacobian_mode)
+    zero = jnp.zeros([], dtype)
+
+    def run_pass(fn, x, acc):
+        counted = 0
+        p = unravel(x)
+        for (batches, masks), real in _prefetch(
+            source.chunks(batch_size, k, None),
+            lambda c: (jax.device_put(c), int(np.sum(c[1]))),
+        ):
+            acc = fn(p, acc, batches, masks)
+            counted += real
+        return acc, counted
+
+    def normal_pass(x):
+        acc = (zero, jnp.zeros((n, n), dtype), jnp.zeros(n, dtype))
+        (cost, hessian, gradient), real = run_pass(normal_fn, x, acc)
+        return cost, hessian, gradient, real * per_row
+
+    def cost_pass(x):
+        return run_pass(cost_fn, x, zero)[0]
+
+    bar = None
+    if progress:
+        try:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=max_iterations, desc="jaxfit.fit_least_squares")
+        except ImportError:
+            pass
+
+    x = flat
+    cost, hessian, gradient, m = normal_pass(x)
+    nfev = njev = 1
+    if m < n:
+        raise ValueError(f"`data` has {m} residuals, fewer than the {n} parameters")
+    if not np.isfinite(float(cost)):
+        raise ValueError("Residuals are not finite at the initial `params`")
+    damping = jnp.asarray(init_damping, dtype)
+    nu = jnp.asarray(2.0, dtype)
+    scale = jnp.zeros(n, dtype)
+    history: dict[str, list] = {
+        name: []
+        for name in ("cost", "grad_norm", "step_norm", "ratio", "damping", "accepted")
+    }
+    status = 0
+    iterations = 0
+    try:
+        while iterations < max_iterations:
+            iterations += 1
+            base_cost = float(cost)
+            grad_norm = float(jnp.max(jnp.abs(gradient)))
+            x_norm = float(jnp.linalg.norm(x))
+            if method == "lm":
+                step, scale = _lm_trial(hessian, gradient, damping, scale)
+                new_cost = cost_pass(x + step)
+                nfev += 1
+                history["damping"].append(float(damping))
+                actual, predicted, ratio, accepted, damping, nu = _lm_judge(
+                    cost, new_cost, step, gradient, damping, scale, nu
+                )
+                actual, predicted = float(actual), float(predicted)
+                ratio, accepted = float(ratio), bool(accepted)
+                f_ok = (
+                    abs(actual) <= ftol * base_cost
+                    and predicted <= ftol * base_cost
+                    and ratio <= 2
+                )
+            else:
+                step = _gn_step(hessian, gradient)
+                history["damping"].append(0.0)
+                accepted, ratio = True, math.nan
+            step_norm = float(jnp.linalg.norm(step))
+            if accepted:
+                x_prev, x = x, x + step
+                cost, hessian, gradient, _ = normal_pass(x)
+                nfev += 1
+                njev += 1
+            if method == "gn":
+                actual = base_cost - float(cost)
+                f_ok = abs(actual) <= ftol * base_cost
+            for name, value in (
+                ("cost", base_cost),
+                ("grad_norm", grad_norm),
+                ("step_norm", step_norm),
+                ("ratio", ratio),
+                ("accepted", accepted),
+            ):
+                history[name].append(value)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(cost=f"{float(cost):.6g}")
+            if method == "gn" and not np.isfinite(float(cost)):
+                status = -1
+                x = x_prev  # back to the last finite point
+                cost, hessian, gradient, _ = normal_pass(x)
+                nfev += 1
+                njev += 1
+                break
+            x_ok = step_norm <= xtol * (xtol + x_norm)
+            done = _status(f_ok, x_ok, grad_norm <= gtol)
+            if done is not None:
+                status = done
+                break
+    finally:
+        if bar is not None:
+            bar.close()
+
+    pcov, full_rank = jax.device_get(_covariance(hessian, m))
+    pcov = np.asarray(pcov)
+    cost = float(cost)
+    warn = not bool(full_rank) or np.isnan(pcov).any()
+    if not warn and not absolute_sigma:
+        if m > n:
+            pcov = pcov * (2 * cost / (m - n))
+        else:
+            warn = True
+    if warn:
+        pcov = np.full((n, n), np.inf)
+        warnings.warn(
+            "Covariance of the parameters could not be estimated",
+            OptimizeWarning,
+            stacklevel=2,
+        )
+    return LeastSquaresFitResult(
+        params=unravel(x),
+        pcov=pcov,
+        perr=np.sqrt(np.diag(pcov)),
+        cost=cost,
+        num_residuals=m,
+        iterations=iterations,
+        nfev=nfev,
+        njev=njev,
+        status=status,
+        message=STATUS_MESSAGES[status],
+        success=status > 0,
+        history={
+            name: np.asarray(values, bool if name == "accepted" else None)
+            for name, values in history.items()
+        },
+    )
