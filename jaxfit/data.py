@@ -144,40 +144,62 @@ class ArraySource:
             yield self._chunk(last, tail, batch_size, chunk_batches, rng)
 
     def _chunk(self, blocks, tail, batch_size, chunk_batches, rng) -> Chunk:
-        # Sorted blocks: sequential reads from a memmap or HDF5 file.
-        reads = [
-            np.arange(b * batch_size, (b + 1) * batch_size) for b in np.sort(blocks)
-        ]
-        rows = np.concatenate([*reads, tail]).astype(np.int64)
-        if rng is not None:
-            rows = rows[rng.permutation(len(rows))]
+        # Sorted blocks: sequential reads from a memmap or HDF5 file, one per
+        # run of adjacent blocks (and the ragged tail, which comes last).
+        runs = _runs(np.sort(blocks), batch_size, tail)
+        num = sum(stop - start for start, stop in runs)
+        # The i-th shuffled row is the perm[i]-th row read.
+        perm = rng.permutation(num) if rng is not None else None
         size = chunk_batches * batch_size
-        mask = np.arange(size) < len(rows)
-        taken = np.sort(rows)
-        # Gather each contiguous run once, then put rows in shuffled order.
-        where = np.searchsorted(taken, rows)
-        padded = np.concatenate([where, np.zeros(size - len(rows), np.int64)])
+        mask = np.zeros(size, bool)
+        mask[:num] = True
 
         def gather(x):
-            block = np.asarray(_read_rows(x, taken))
-            out = block[padded]
-            return out.reshape(chunk_batches, batch_size, *x.shape[1:])
+            block = _read_runs(x, runs)
+            first = block[:1]
+            if perm is not None:
+                block = np.take(block, perm, axis=0)
+            if num < size:
+                # Padding rows copy the first row read: finite, and masked.
+                out = np.empty((size, *block.shape[1:]), block.dtype)
+                out[:num] = block
+                out[num:] = first
+                block = out
+            # Without shuffle or padding, an in-memory array's chunk is a view:
+            # no host copy before the transfer to the device.
+            return block.reshape(chunk_batches, batch_size, *x.shape[1:])
 
         batches = jax.tree.map(gather, self.data, is_leaf=lambda x: hasattr(x, "shape"))
         return batches, mask.reshape(chunk_batches, batch_size)
 
 
-def _read_rows(x: Any, rows: np.ndarray) -> np.ndarray:
-    """``x[rows]`` for sorted rows, reading contiguous runs as slices."""
-    if len(rows) == 0:
+def _runs(blocks: np.ndarray, batch_size: int, tail: np.ndarray) -> list:
+    """``(start, stop)`` row ranges of sorted ``blocks`` then ``tail``, with
+    adjacent ranges merged. Computed per block, not per row: cheap for chunks
+    of millions of rows."""
+    runs: list[list[int]] = []
+    if len(blocks):
+        breaks = np.flatnonzero(np.diff(blocks) != 1) + 1
+        firsts = np.concatenate([[0], breaks])
+        lasts = np.concatenate([breaks, [len(blocks)]]) - 1
+        runs = [
+            [int(blocks[f]) * batch_size, (int(blocks[la]) + 1) * batch_size]
+            for f, la in zip(firsts, lasts, strict=True)
+        ]
+    if len(tail):
+        start, stop = int(tail[0]), int(tail[-1]) + 1
+        if runs and runs[-1][1] == start:
+            runs[-1][1] = stop
+        else:
+            runs.append([start, stop])
+    return [tuple(run) for run in runs]
+
+
+def _read_runs(x: Any, runs: list) -> np.ndarray:
+    """The rows of ``runs`` of ``x``, each run read as one slice."""
+    if not runs:
         return np.zeros((0, *x.shape[1:]), x.dtype)
-    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
-    starts = np.concatenate([[0], breaks])
-    ends = np.concatenate([breaks, [len(rows)]])
-    parts = [
-        np.asarray(x[rows[s] : rows[e - 1] + 1])
-        for s, e in zip(starts, ends, strict=True)
-    ]
+    parts = [np.asarray(x[start:stop]) for start, stop in runs]
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 

@@ -74,17 +74,32 @@ def _chunk_batches(
 
 
 def _prefetch(chunks: Iterator[Any], put: Callable[[Any], Any], depth: int = 2):
-    """Moves chunks to the device on a background thread, ``depth`` ahead."""
-    buffer: queue.Queue = queue.Queue(maxsize=depth)
+    """Moves chunks to the device on a background thread, ``depth`` ahead.
+
+    At most ``depth`` chunks are alive at once (the one the consumer runs and
+    the ones read ahead): the worker takes a slot before reading a chunk, and
+    the consumer gives it back when it asks for the next one, so the host and
+    device memory for chunks stays within the budget whatever the data size.
+    """
+    buffer: queue.Queue = queue.Queue()
+    slots = threading.Semaphore(depth)
     done = object()
     stop = threading.Event()
 
     def worker():
         try:
-            for chunk in chunks:
+            iterator = iter(chunks)
+            while True:
+                while not slots.acquire(timeout=0.05):
+                    if stop.is_set():
+                        return
                 if stop.is_set():
                     return
+                chunk = next(iterator, done)
+                if chunk is done:
+                    break
                 buffer.put(put(chunk))
+                del chunk
             buffer.put(done)
         except BaseException as error:  # re-raised in the consumer
             buffer.put(error)
@@ -96,13 +111,11 @@ def _prefetch(chunks: Iterator[Any], put: Callable[[Any], Any], depth: int = 2):
             if isinstance(item, BaseException):
                 raise item
             yield item
+            del item
+            slots.release()  # the consumer is done with the previous chunk
     finally:
         stop.set()
-        while thread.is_alive():  # unblock a worker waiting on a full queue
-            try:
-                buffer.get_nowait()
-            except queue.Empty:
-                thread.join(0.01)
+        thread.join()
 
 
 def _epoch_rng(key: np.ndarray, epoch: int) -> np.random.Generator:
@@ -242,13 +255,14 @@ def fit(
     )
 
     state = init_fit_state(params, tx, key)
-    step = make_step(loss, tx)
     example_mask = np.ones(batch_size, bool)
     pad = np.zeros(batch_size - _data._check_rows(example), np.int64)
     example = jax.tree.map(
         lambda x: np.concatenate([np.asarray(x), np.asarray(x)[pad]]), example
     )
-    jax.eval_shape(step, state, example, example_mask)  # loss errors, before work
+    # Loss errors, before any work; through the cached jitted step, so a
+    # repeated fit with the same shapes does not trace the step again.
+    jax.eval_shape(_jitted_step(loss, tx), state, example, example_mask)
 
     history: dict[str, list[np.ndarray]] = {}
     position = {"epoch": 0, "chunk": 0}
@@ -270,7 +284,9 @@ def fit(
 
     def put(chunk):
         if batch_sharded is None:
-            return jax.device_put(chunk)
+            # may_alias: on CPU an aligned host chunk (a memmap slice, for
+            # one) becomes the device buffer without a copy.
+            return jax.device_put(chunk, may_alias=True)
         return jax.device_put(chunk, batch_sharded)
 
     run = _compiled_runner(loss, tx)
@@ -278,17 +294,38 @@ def fit(
     stopped = "epochs"
     epoch_means: list[float] = []
     chunks_done = 0
+    stream = None
     try:
-        for epoch in range(position["epoch"], epochs):
-            rng = _epoch_rng(state.key, epoch) if shuffle else None
-            chunks = source.chunks(batch_size, k, rng)
-            skip = position["chunk"] if epoch == position["epoch"] else 0
-            for _ in range(skip):
-                next(chunks)
-            epoch_losses = []
-            for index, (batches, masks) in enumerate(_prefetch(chunks, put), skip):
+        key_host = np.asarray(state.key)
+        first_epoch = position["epoch"]
+
+        def epoch_chunks():
+            # All epochs in one stream, so the next epoch's first chunk is read
+            # while this epoch's last one runs. The key never changes during a
+            # fit, so every epoch's shuffle is known ahead.
+            for epoch in range(first_epoch, epochs):
+                rng = _epoch_rng(key_host, epoch) if shuffle else None
+                chunks = source.chunks(batch_size, k, rng)
+                skip = position["chunk"] if epoch == first_epoch else 0
+                for _ in range(skip):
+                    next(chunks)
+                for index, chunk in enumerate(chunks, skip):
+                    yield epoch, index, chunk
+                yield epoch, None, None  # the end of the epoch
+
+        def put_item(item):
+            epoch, index, chunk = item
+            return epoch, index, None if chunk is None else put(chunk)
+
+        epoch_losses = []
+        stream = _prefetch(epoch_chunks(), put_item)
+        for epoch, index, chunk in stream:
+            if chunk is not None:
+                batches, masks = chunk
+                del chunk
                 state, metrics = run(state, batches, masks)
                 host = jax.device_get(metrics)
+                del batches, masks  # done: the prefetcher may reuse the budget
                 real = host.pop("real")
                 for name, values in host.items():
                     history.setdefault(name, []).append(values[real])
@@ -307,9 +344,9 @@ def fit(
                     stopped = "callback"
                     _save_if(checkpoint_path, state, epoch, index + 1, history)
                     break
-            if stopped == "callback":
-                break
+                continue
             losses = np.concatenate(epoch_losses) if epoch_losses else np.array([])
+            epoch_losses = []
             epoch_means.append(float(np.nanmean(losses)) if losses.size else math.inf)
             _save_if(checkpoint_path, state, epoch + 1, 0, history)
             if loss_tol is not None and epoch_means[-1] <= loss_tol:
@@ -321,6 +358,8 @@ def fit(
                     break
         epochs_done = epoch + 1 if stopped != "callback" else epoch
     finally:
+        if stream is not None:
+            stream.close()  # stops the prefetch thread (early stop, error)
         if bar is not None:
             bar.close()
     return FitResult(
@@ -332,6 +371,12 @@ def fit(
         epochs=epochs_done,
         stopped=stopped,
     )
+
+
+@functools.lru_cache(maxsize=64)
+def _jitted_step(loss, tx):
+    """The jitted step per (loss, tx): ``eval_shape`` of it is cached by jit."""
+    return jax.jit(make_step(loss, tx))
 
 
 @functools.lru_cache(maxsize=64)
