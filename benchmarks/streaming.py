@@ -1,0 +1,713 @@
+"""Streaming throughput: ``jaxfit.fit`` vs hand-written Optax loops and scans.
+
+What is measured, side by side in one process, on ``2**21`` float32 points of
+two models (a 3-parameter curve ``a * exp(-b x) + c`` and a small MLP,
+8 -> 32 -> 1 with tanh), for batch sizes 256 ... 8192:
+
+* ``jaxfit``: ``jaxfit.fit(loss, tx, params, (x, y), batch_size=B,
+  epochs=E, shuffle=False, progress=False)`` from NumPy arrays in host memory
+  (default ``chunk_bytes``), so each fit includes the host chunk assembly,
+  the transfer to the device and the per-chunk metrics read-back;
+* ``loop``: a hand-written Optax training loop: a Python ``for`` over the
+  batches calling one jitted step (``value_and_grad``, ``tx.update``,
+  ``apply_updates``; params and state donated). The data sit on the device,
+  reshaped to ``[num_batches, B, ...]``, and the step picks batch ``i`` with a
+  dynamic index inside the jitted function, so each step is a single
+  dispatch (the fastest Python loop we know how to write);
+* ``scan``: a hand-written Optax ``lax.scan``: the whole dataset reshaped to
+  ``[num_batches, B, ...]`` on the device, one jitted, donated ``lax.scan``
+  of the same step per epoch (the fairest competitor: no data movement at
+  all during the fit).
+
+All three use the same loss, the same chain
+``optax.chain(optax.clip_by_global_norm(1.0), optax.adam(1e-3))``, the same
+data in the same order and ``E`` epochs per timed call (optimizer init
+included); their final params are checked to agree. Times are medians over
+interleaved repeats after a warm-up (``_harness.interleaved``); the first
+call of each (mostly compilation) is reported separately. Throughput is
+samples per second (``E * 2**21`` rows per call); ratios are medians of
+per-round ratios (higher is better for jaxfit).
+
+Two streaming measurements complete it:
+
+* memmap throughput: the same arrays as ``.npy`` memmaps in a temporary
+  directory under ``/tmp``, at least 10x ``chunk_bytes``, vs the same arrays
+  in memory with the same ``chunk_bytes`` (and vs the default budget). The
+  files are written just before, so they are read from the page cache.
+* memory: for 1 GiB and 8 GiB float32 memmaps (``x`` and ``y`` of the curve
+  model), one fresh child process each streams one epoch with
+  ``chunk_bytes=64 MiB`` and a large batch, sampling ``RssAnon`` from
+  ``/proc/self/status`` in the ``callback`` after every chunk and on a 2 ms
+  background thread; the table gives the peak minus the baseline taken after
+  imports, and minus a second baseline after a warm-up fit on the first
+  chunk's rows (compilation memory is part of the constant). The memmap
+  pages themselves are file-backed (``RssFile``), not anonymous.
+
+Targets (from the issue): jaxfit >= 30x the loop at batch 1024, >= 0.9x the
+scan; memmap >= 0.8x in memory; peak RssAnon growth bounded by the chunk
+budget plus a constant, the same for 1 and 8 GiB.
+
+Run::
+
+    python benchmarks/streaming.py [--quick] [--out-dir DIR]
+
+A full run takes about 5-8 minutes on 2 busy CPU cores (writing the 8 GiB
+memmap and streaming it is about a third of it). ``--quick`` is a CI-sized
+smoke run (< 60 s: ``2**16`` points, batches 256 and 1024, 16 vs 64 MiB
+memmaps) that writes ``streaming-<machine>-quick.json``/``.png`` instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import _harness
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import jaxfit
+
+MAX_NORM = 1.0
+LEARNING_RATE = 1e-3
+MIB = 2**20
+GIB = 2**30
+
+
+@dataclass(frozen=True)
+class Config:
+    num_points: int
+    batch_sizes: tuple[int, ...]
+    epochs: int  # per timed call
+    repeats: int
+    target_batch: int  # where the loop/scan targets and memmap run are judged
+    rss_sizes: tuple[int, ...]  # bytes of x + y per memory run
+    rss_chunk_bytes: int
+    rss_batch: int
+    rss_max_s: float  # the memory run stops (via the callback) after this
+
+
+FULL = Config(
+    num_points=2**21, batch_sizes=(256, 512, 1024, 2048, 4096, 8192), epochs=2,
+    repeats=5, target_batch=1024, rss_sizes=(GIB, 8 * GIB),
+    rss_chunk_bytes=64 * MIB, rss_batch=2**16, rss_max_s=150.0,
+)  # fmt: skip
+QUICK = Config(
+    num_points=2**16, batch_sizes=(256, 1024), epochs=2, repeats=3,
+    target_batch=1024, rss_sizes=(16 * MIB, 64 * MIB), rss_chunk_bytes=4 * MIB,
+    rss_batch=2**14, rss_max_s=20.0,
+)  # fmt: skip
+
+
+# ----------------------------------------------------------------------------
+# Models: loss(params, batch) -> scalar, the same function for all drivers.
+
+
+def curve_loss(params, batch):
+    x, y = batch
+    a, b, c = params[0], params[1], params[2]
+    return jnp.mean((a * jnp.exp(-b * x) + c - y) ** 2)
+
+
+def mlp_loss(params, batch):
+    x, y = batch
+    hidden = jnp.tanh(x @ params["w1"] + params["b1"])
+    pred = hidden @ params["w2"] + params["b2"]
+    return jnp.mean((pred[:, 0] - y) ** 2)
+
+
+def curve_problem(n: int, rng: np.random.Generator):
+    x = rng.uniform(0.0, 4.0, n).astype(np.float32)
+    y = (2.5 * np.exp(-1.3 * x) + 0.5).astype(np.float32)
+    y += rng.normal(0.0, 0.01, n).astype(np.float32)
+    return jnp.array([1.0, 0.5, 0.0], jnp.float32), (x, y)
+
+
+def mlp_problem(n: int, rng: np.random.Generator):
+    x = rng.normal(size=(n, 8)).astype(np.float32)
+    y = (np.sin(x[:, 0]) + 0.5 * x[:, 1] * x[:, 2]).astype(np.float32)
+    keys = jax.random.split(jax.random.key(0), 2)
+    params = {
+        "w1": jax.random.normal(keys[0], (8, 32), jnp.float32) / np.sqrt(8),
+        "b1": jnp.zeros(32, jnp.float32),
+        "w2": jax.random.normal(keys[1], (32, 1), jnp.float32) / np.sqrt(32),
+        "b2": jnp.zeros(1, jnp.float32),
+    }
+    return params, (x, y)
+
+
+@dataclass(frozen=True)
+class Model:
+    label: str
+    loss: Callable
+    make: Callable
+
+
+MODELS = {
+    "curve": Model("3-param curve", curve_loss, curve_problem),
+    "mlp": Model("MLP 8-32-1", mlp_loss, mlp_problem),
+}
+
+# One chain object per process: jaxfit caches its compiled runner per
+# (loss, tx), as a user re-running ``fit`` with the same chain would get.
+TX = optax.chain(optax.clip_by_global_norm(MAX_NORM), optax.adam(LEARNING_RATE))
+
+
+# ----------------------------------------------------------------------------
+# The hand-written competitors.
+
+
+def make_loop(loss, tx, batch_size: int, data):
+    """A Python loop of a jitted, donated step; batch ``i`` indexed in-jit."""
+    n = len(data[0])
+    num_batches = n // batch_size
+    xs, ys = (
+        jnp.asarray(a).reshape(num_batches, batch_size, *a.shape[1:]) for a in data
+    )
+
+    # The data are arguments, not closed-over constants (XLA would copy them
+    # into the program).
+    @functools.partial(jax.jit, donate_argnums=(0, 1))
+    def step(params, opt_state, xs, ys, i):
+        batch = (
+            jax.lax.dynamic_index_in_dim(xs, i, keepdims=False),
+            jax.lax.dynamic_index_in_dim(ys, i, keepdims=False),
+        )
+        value, grad = jax.value_and_grad(loss)(params, batch)
+        updates, opt_state = tx.update(grad, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, value
+
+    def run(params, epochs):
+        params = jax.tree.map(jnp.copy, params)
+        opt_state = tx.init(params)
+        losses = []
+        for _ in range(epochs):
+            for i in range(num_batches):
+                params, opt_state, value = step(params, opt_state, xs, ys, i)
+                losses.append(value)
+        return jax.block_until_ready((params, losses))
+
+    return run
+
+
+def make_scan(loss, tx, batch_size: int, data):
+    """One jitted, donated ``lax.scan`` per epoch over device-resident data."""
+    n = len(data[0])
+    num_batches = n // batch_size
+    xs, ys = (
+        jnp.asarray(a).reshape(num_batches, batch_size, *a.shape[1:]) for a in data
+    )
+
+    @functools.partial(jax.jit, donate_argnums=(0, 1))
+    def epoch(params, opt_state, xs, ys):
+        def body(carry, batch):
+            params, opt_state = carry
+            value, grad = jax.value_and_grad(loss)(params, batch)
+            updates, opt_state = tx.update(grad, opt_state, params)
+            return (optax.apply_updates(params, updates), opt_state), value
+
+        (params, opt_state), values = jax.lax.scan(body, (params, opt_state), (xs, ys))
+        return params, opt_state, values
+
+    def run(params, epochs):
+        params = jax.tree.map(jnp.copy, params)
+        opt_state = tx.init(params)
+        losses = []
+        for _ in range(epochs):
+            params, opt_state, values = epoch(params, opt_state, xs, ys)
+            losses.append(values)
+        return jax.block_until_ready((params, losses))
+
+    return run
+
+
+def make_jaxfit(loss, tx, batch_size: int, data, **kwargs):
+    def run(params, epochs):
+        result = jaxfit.fit(
+            loss,
+            tx,
+            params,
+            data,
+            batch_size=batch_size,
+            epochs=epochs,
+            shuffle=False,
+            progress=False,
+            **kwargs,
+        )
+        return jax.block_until_ready((result.params, result.history))
+
+    return run
+
+
+# ----------------------------------------------------------------------------
+# Throughput.
+
+
+def _timed_cases(runners: dict, params, epochs: int):
+    """First call (compile) seconds, final params, and harness cases."""
+    first_call_s, finals, cases = {}, {}, {}
+    for name, run in runners.items():
+        start = time.perf_counter()
+        finals[name] = run(params, epochs)[0]
+        first_call_s[name] = time.perf_counter() - start
+
+        def case(number, run=run):
+            for _ in range(number):
+                run(params, epochs)
+
+        cases[name] = case
+    return first_call_s, finals, cases
+
+
+def _max_diff(a, b) -> float:
+    return max(
+        float(np.max(np.abs(np.asarray(u) - np.asarray(v))))
+        for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+    )
+
+
+def _throughput_record(samples, rows, **fields) -> dict:
+    times = {n: _harness.summarize(s) for n, s in samples.items()}
+    return {
+        **fields,
+        "rows_per_call": rows,
+        "times": times,
+        "samples_per_s": {n: rows / t["median_s"] for n, t in times.items()},
+    }
+
+
+def time_drivers(model: Model, batch_size: int, problem, config: Config) -> dict:
+    params, data = problem
+    runners = {
+        "jaxfit": make_jaxfit(model.loss, TX, batch_size, data),
+        "loop": make_loop(model.loss, TX, batch_size, data),
+        "scan": make_scan(model.loss, TX, batch_size, data),
+    }
+    first_call_s, finals, cases = _timed_cases(runners, params, config.epochs)
+    agreement = {n: _max_diff(finals[n], finals["scan"]) for n in runners}
+    samples, _ = _harness.interleaved(cases, repeats=config.repeats, number=1)
+    # jaxfit's speed-up is the loop's time over jaxfit's: invert the ratio.
+    return _throughput_record(
+        samples,
+        config.epochs * config.num_points,
+        batch_size=batch_size,
+        first_call_s=first_call_s,
+        max_abs_diff_to_scan=agreement,
+        speedup={
+            other: _harness.paired_ratio(samples[other], samples["jaxfit"])
+            for other in ("loop", "scan")
+        },
+    )
+
+
+def _write_memmaps(directory: Path, data) -> tuple:
+    arrays = []
+    for name, array in zip(("x", "y"), data, strict=True):
+        path = directory / f"{name}.npy"
+        out = np.lib.format.open_memmap(path, "w+", array.dtype, array.shape)
+        out[:] = array
+        out.flush()
+        del out
+        arrays.append(np.load(path, mmap_mode="r"))
+    return tuple(arrays)
+
+
+def time_memmap(model: Model, problem, config: Config, directory: Path) -> dict:
+    params, data = problem
+    data_bytes = sum(a.nbytes for a in data)
+    chunk_bytes = data_bytes // 16  # the memmap is 16x the budget
+    mapped = _write_memmaps(directory, data)
+    batch = config.target_batch
+    runners = {
+        "memmap": make_jaxfit(model.loss, TX, batch, mapped, chunk_bytes=chunk_bytes),
+        "in_memory": make_jaxfit(model.loss, TX, batch, data, chunk_bytes=chunk_bytes),
+        "in_memory_default": make_jaxfit(model.loss, TX, batch, data),
+    }
+    first_call_s, finals, cases = _timed_cases(runners, params, config.epochs)
+    agreement = {n: _max_diff(finals[n], finals["in_memory"]) for n in runners}
+    samples, _ = _harness.interleaved(cases, repeats=config.repeats, number=1)
+    return _throughput_record(
+        samples,
+        config.epochs * config.num_points,
+        batch_size=batch,
+        data_bytes=data_bytes,
+        chunk_bytes=chunk_bytes,
+        first_call_s=first_call_s,
+        max_abs_diff_to_in_memory=agreement,
+        ratio={
+            other: _harness.paired_ratio(samples[other], samples["memmap"])
+            for other in ("in_memory", "in_memory_default")
+        },
+    )
+
+
+# ----------------------------------------------------------------------------
+# Memory: one fresh child process per data size.
+
+
+def _rss_anon() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no RssAnon in /proc/self/status")
+
+
+def rss_child(directory: str, chunk_bytes: int, batch_size: int, max_s: float):
+    """Runs in the child: stream one epoch of the memmaps, report RssAnon."""
+    x = np.load(os.path.join(directory, "x.npy"), mmap_mode="r")
+    y = np.load(os.path.join(directory, "y.npy"), mmap_mode="r")
+    params = jnp.array([1.0, 0.5, 0.0], jnp.float32)
+    baseline_import = _rss_anon()
+    # Warm-up on the first chunk's rows (same chunk shape, so the compiled
+    # runner is reused): compilation memory is part of the constant, and the
+    # second baseline separates it from what streaming adds.
+    rows = chunk_bytes // (2 * batch_size * 8) * batch_size
+    jaxfit.fit(
+        curve_loss, TX, params, (x[:rows], y[:rows]), batch_size=batch_size,
+        chunk_bytes=chunk_bytes, progress=False,
+    )  # fmt: skip
+    baseline = _rss_anon()
+    peak = {"callback": baseline, "thread": baseline}
+    done = threading.Event()
+
+    def sampler():
+        while not done.wait(0.002):
+            peak["thread"] = max(peak["thread"], _rss_anon())
+
+    chunks = {"n": 0, "rows": 0}
+    start = time.perf_counter()
+
+    def callback(info):
+        peak["callback"] = max(peak["callback"], _rss_anon())
+        chunks["n"] += 1
+        chunks["rows"] += info.metrics["loss"].shape[0] * batch_size
+        return time.perf_counter() - start > max_s
+
+    thread = threading.Thread(target=sampler, daemon=True)
+    thread.start()
+    result = jaxfit.fit(
+        curve_loss,
+        TX,
+        params,
+        (x, y),
+        batch_size=batch_size,
+        chunk_bytes=chunk_bytes,
+        key=0,
+        progress=False,
+        callback=callback,
+    )
+    elapsed = time.perf_counter() - start
+    done.set()
+    thread.join()
+    peak_all = max(peak.values())
+    print(
+        json.dumps(
+            {
+                "data_bytes": int(x.nbytes + y.nbytes),
+                "chunk_bytes": chunk_bytes,
+                "batch_size": batch_size,
+                "baseline_rss_anon_import": baseline_import,
+                "baseline_rss_anon": baseline,
+                "peak_rss_anon": peak_all,
+                "peak_rss_anon_callback": peak["callback"],
+                "growth_bytes": peak_all - baseline_import,
+                "growth_after_warmup_bytes": peak_all - baseline,
+                "chunks": chunks["n"],
+                "rows_streamed": chunks["rows"],
+                "stopped": result.stopped,
+                "elapsed_s": elapsed,
+                "samples_per_s": chunks["rows"] / elapsed,
+            }
+        )
+    )
+
+
+def _write_curve_memmaps(directory: Path, data_bytes: int) -> None:
+    rows = data_bytes // 8  # float32 x and y
+    x = np.lib.format.open_memmap(directory / "x.npy", "w+", np.float32, (rows,))
+    y = np.lib.format.open_memmap(directory / "y.npy", "w+", np.float32, (rows,))
+    rng = np.random.default_rng(0)
+    block = 16 * MIB
+    for start in range(0, rows, block):
+        xb = rng.uniform(0.0, 4.0, min(block, rows - start)).astype(np.float32)
+        x[start : start + len(xb)] = xb
+        y[start : start + len(xb)] = 2.5 * np.exp(-1.3 * xb) + 0.5
+    x.flush(), y.flush()
+    del x, y
+
+
+def measure_rss(config: Config, tmp_root: str) -> list[dict]:
+    records = []
+    free = shutil.disk_usage(tmp_root).free
+    for size in config.rss_sizes:
+        if size > 0.8 * free:
+            print(f"  skipping {size / GIB:.2f} GiB: only {free / GIB:.1f} GiB free")
+            continue
+        directory = Path(tempfile.mkdtemp(prefix="jaxfit-rss-", dir=tmp_root))
+        try:
+            start = time.perf_counter()
+            _write_curve_memmaps(directory, size)
+            write_s = time.perf_counter() - start
+            command = [
+                sys.executable,
+                __file__,
+                "--rss-child",
+                str(directory),
+                str(config.rss_chunk_bytes),
+                str(config.rss_batch),
+                str(config.rss_max_s),
+            ]
+            output = subprocess.run(command, capture_output=True, text=True)
+            if output.returncode:
+                raise RuntimeError(f"memory child failed:\n{output.stderr}")
+            record = json.loads(output.stdout.strip().splitlines()[-1])
+            record["write_s"] = write_s
+            records.append(record)
+            print(
+                f"  memory {size / GIB:.3g} GiB: growth "
+                f"{record['growth_bytes'] / MIB:.0f} MiB, "
+                f"{record['elapsed_s']:.1f} s (+ {write_s:.1f} s writing)",
+                file=sys.stderr,
+                flush=True,
+            )
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
+    return records
+
+
+# ----------------------------------------------------------------------------
+# Report.
+
+
+def _rate(value: float) -> str:
+    return f"{value / 1e6:.2f} M/s"
+
+
+def _ratio(r: dict) -> str:
+    return f"{r['median']:.2f} ({r['q1']:.2f}-{r['q3']:.2f})"
+
+
+def table(throughput: list[dict]) -> str:
+    headers = [
+        "model", "batch", "jaxfit", "loop", "scan",
+        "jaxfit / loop", "jaxfit / scan", "compile jaxfit / scan",
+    ]  # fmt: skip
+    rows = []
+    for r in throughput:
+        rate = r["samples_per_s"]
+        rows.append(
+            [
+                r["model"],
+                r["batch_size"],
+                _rate(rate["jaxfit"]),
+                _rate(rate["loop"]),
+                _rate(rate["scan"]),
+                _ratio(r["speedup"]["loop"]),
+                _ratio(r["speedup"]["scan"]),
+                f"{r['first_call_s']['jaxfit']:.2f} / "
+                f"{r['first_call_s']['scan']:.2f} s",
+            ]
+        )
+    return _harness.markdown_table(headers, rows)
+
+
+def memmap_table(records: list[dict]) -> str:
+    headers = [
+        "model", "data / chunk_bytes", "memmap", "in memory (same budget)",
+        "in memory (default)", "memmap / same", "memmap / default",
+    ]  # fmt: skip
+    rows = [
+        [
+            r["model"],
+            f"{r['data_bytes'] / MIB:.0f} / {r['chunk_bytes'] / MIB:.1f} MiB",
+            _rate(r["samples_per_s"]["memmap"]),
+            _rate(r["samples_per_s"]["in_memory"]),
+            _rate(r["samples_per_s"]["in_memory_default"]),
+            _ratio(r["ratio"]["in_memory"]),
+            _ratio(r["ratio"]["in_memory_default"]),
+        ]
+        for r in records
+    ]
+    return _harness.markdown_table(headers, rows)
+
+
+def rss_table(records: list[dict]) -> str:
+    headers = [
+        "data", "chunk_bytes", "RssAnon after import", "after warm-up",
+        "peak", "peak - import", "peak - warm-up", "rows streamed",
+        "samples/s", "stopped",
+    ]  # fmt: skip
+    rows = [
+        [
+            f"{r['data_bytes'] / GIB:.3g} GiB",
+            f"{r['chunk_bytes'] / MIB:.0f} MiB",
+            f"{r['baseline_rss_anon_import'] / MIB:.0f} MiB",
+            f"{r['baseline_rss_anon'] / MIB:.0f} MiB",
+            f"{r['peak_rss_anon'] / MIB:.0f} MiB",
+            f"{r['growth_bytes'] / MIB:.0f} MiB",
+            f"{r['growth_after_warmup_bytes'] / MIB:.1f} MiB",
+            r["rows_streamed"],
+            _rate(r["samples_per_s"]),
+            r["stopped"],
+        ]
+        for r in records
+    ]
+    return _harness.markdown_table(headers, rows)
+
+
+def verdict(throughput, memmap, rss, config: Config) -> str:
+    lines = []
+    for r in throughput:
+        if r["batch_size"] != config.target_batch:
+            continue
+        loop = r["speedup"]["loop"]["median"]
+        scan = r["speedup"]["scan"]["median"]
+        lines.append(
+            f"{r['model']} @ batch {r['batch_size']}: jaxfit/loop {loop:.1f}x "
+            f"(target >= 30: {'met' if loop >= 30 else 'NOT met'}), "
+            f"jaxfit/scan {scan:.2f}x "
+            f"(target >= 0.9: {'met' if scan >= 0.9 else 'NOT met'})"
+        )
+    for r in memmap:
+        same = r["ratio"]["in_memory"]["median"]
+        default = r["ratio"]["in_memory_default"]["median"]
+        lines.append(
+            f"{r['model']} memmap / in memory: {same:.2f} same budget, "
+            f"{default:.2f} default budget "
+            f"(target >= 0.8: {'met' if min(same, default) >= 0.8 else 'NOT met'})"
+        )
+    if rss:
+        growths = [r["growth_bytes"] for r in rss]
+        lines.append(
+            "RssAnon growth "
+            + ", ".join(
+                f"{r['data_bytes'] / GIB:.3g} GiB: {r['growth_bytes'] / MIB:.0f} MiB "
+                f"({r['growth_after_warmup_bytes'] / MIB:.1f} MiB after warm-up)"
+                for r in rss
+            )
+            + f" (chunk budget {config.rss_chunk_bytes / MIB:.0f} MiB; "
+            f"spread {(max(growths) - min(growths)) / MIB:.0f} MiB)"
+        )
+    return "\n".join(lines)
+
+
+def plot(throughput: list[dict], config: Config, path) -> None:
+    panels = {}
+    for key, model in MODELS.items():
+        chosen = [r for r in throughput if r["model"] == key]
+        panels[model.label] = {
+            name: [r["samples_per_s"][name] / 1e6 for r in chosen]
+            for name in ("jaxfit", "loop", "scan")
+        }
+    _harness.bar_chart(
+        path,
+        panels,
+        [str(b) for b in config.batch_sizes],
+        xlabel="batch size",
+        ylabel="million samples / s",
+        title=f"Streaming throughput, {config.num_points} points (higher is better)",
+    )
+
+
+def run_benchmark(config: Config) -> dict:
+    rng = np.random.default_rng(0)
+    throughput, memmap = [], []
+    tmp_root = tempfile.gettempdir()
+    for key, model in MODELS.items():
+        problem = model.make(config.num_points, rng)
+        for batch_size in config.batch_sizes:
+            start = time.perf_counter()
+            record = time_drivers(model, batch_size, problem, config)
+            throughput.append({"model": key, **record})
+            print(
+                f"  {key} batch={batch_size}: {time.perf_counter() - start:.1f} s",
+                file=sys.stderr,
+                flush=True,
+            )
+        directory = Path(tempfile.mkdtemp(prefix="jaxfit-memmap-", dir=tmp_root))
+        try:
+            start = time.perf_counter()
+            memmap.append(
+                {"model": key, **time_memmap(model, problem, config, directory)}
+            )
+            print(
+                f"  {key} memmap: {time.perf_counter() - start:.1f} s",
+                file=sys.stderr,
+                flush=True,
+            )
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
+    rss = measure_rss(config, tmp_root)
+    return {"throughput": throughput, "memmap": memmap, "rss": rss}
+
+
+def main(argv=None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "--rss-child":
+        directory, chunk_bytes, batch, max_s = argv[1:5]
+        rss_child(directory, int(chunk_bytes), int(batch), float(max_s))
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--quick", action="store_true", help="CI-sized smoke run (< 60 s)"
+    )
+    parser.add_argument(
+        "--out-dir", default=None, help="where to write JSON and PNG results"
+    )
+    args = parser.parse_args(argv)
+    config = QUICK if args.quick else FULL
+    tag = "quick" if args.quick else ""
+
+    start = time.perf_counter()
+    print(f"machine: {_harness.machine_slug()}", file=sys.stderr)
+    results = run_benchmark(config)
+    elapsed = time.perf_counter() - start
+
+    print(table(results["throughput"]))
+    print()
+    print(memmap_table(results["memmap"]))
+    print()
+    print(rss_table(results["rss"]))
+    print()
+    print(verdict(results["throughput"], results["memmap"], results["rss"], config))
+    json_path = _harness.results_path(
+        "streaming", "json", tag=tag, out_dir=args.out_dir
+    )
+    png_path = json_path.with_suffix(".png")
+    _harness.write_json(
+        json_path,
+        {
+            "benchmark": "streaming",
+            "description": "samples/s of jaxfit.fit vs a hand-written Optax "
+            "Python loop of jitted steps and a hand-written lax.scan per epoch "
+            "(chain(clip_by_global_norm(1.0), adam(1e-3))); speedups are "
+            "medians of per-round time ratios (other / jaxfit, higher is "
+            "better for jaxfit); memmap vs in-memory fit; peak RssAnon growth "
+            "while streaming memmaps in a fresh process",
+            "config": dataclasses.asdict(config) | {"quick": args.quick},
+            "jaxfit_version": jaxfit.__version__,
+            "elapsed_s": elapsed,
+            **results,
+        },
+    )
+    plot(results["throughput"], config, png_path)
+    print(f"\nwrote {json_path} and {png_path.name} in {elapsed:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
