@@ -36,7 +36,8 @@ Two streaming measurements complete it:
   files are written just before, so they are read from the page cache.
 * memory: for 1 GiB and 8 GiB float32 memmaps (``x`` and ``y`` of the curve
   model), one fresh child process each streams one epoch with
-  ``chunk_bytes=64 MiB`` and a large batch, sampling ``RssAnon`` from
+  ``chunk_bytes=64 MiB`` and a large batch (once in order, once shuffled),
+  sampling ``RssAnon`` from
   ``/proc/self/status`` in the ``callback`` after every chunk and on a 2 ms
   background thread; the table gives the peak minus the baseline taken after
   imports, and minus a second baseline after a warm-up fit on the first
@@ -51,8 +52,8 @@ Run::
 
     python benchmarks/streaming.py [--quick] [--out-dir DIR]
 
-A full run takes about 5-8 minutes on 2 busy CPU cores (writing the 8 GiB
-memmap and streaming it is about a third of it). ``--quick`` is a CI-sized
+A full run takes about 4 minutes on 2 busy CPU cores (writing the 8 GiB
+memmap and streaming it twice is about half of it). ``--quick`` is a CI-sized
 smoke run (< 60 s: ``2**16`` points, batches 256 and 1024, 16 vs 64 MiB
 memmaps) that writes ``streaming-<machine>-quick.json``/``.png`` instead.
 """
@@ -367,7 +368,9 @@ def _rss_anon() -> int:
     raise RuntimeError("no RssAnon in /proc/self/status")
 
 
-def rss_child(directory: str, chunk_bytes: int, batch_size: int, max_s: float):
+def rss_child(
+    directory: str, chunk_bytes: int, batch_size: int, max_s: float, shuffle: bool
+):
     """Runs in the child: stream one epoch of the memmaps, report RssAnon."""
     x = np.load(os.path.join(directory, "x.npy"), mmap_mode="r")
     y = np.load(os.path.join(directory, "y.npy"), mmap_mode="r")
@@ -408,6 +411,7 @@ def rss_child(directory: str, chunk_bytes: int, batch_size: int, max_s: float):
         batch_size=batch_size,
         chunk_bytes=chunk_bytes,
         key=0,
+        shuffle=shuffle,
         progress=False,
         callback=callback,
     )
@@ -421,6 +425,7 @@ def rss_child(directory: str, chunk_bytes: int, batch_size: int, max_s: float):
                 "data_bytes": int(x.nbytes + y.nbytes),
                 "chunk_bytes": chunk_bytes,
                 "batch_size": batch_size,
+                "shuffle": shuffle,
                 "baseline_rss_anon_import": baseline_import,
                 "baseline_rss_anon": baseline,
                 "peak_rss_anon": peak_all,
@@ -463,28 +468,30 @@ def measure_rss(config: Config, tmp_root: str) -> list[dict]:
             start = time.perf_counter()
             _write_curve_memmaps(directory, size)
             write_s = time.perf_counter() - start
-            command = [
-                sys.executable,
-                __file__,
-                "--rss-child",
-                str(directory),
-                str(config.rss_chunk_bytes),
-                str(config.rss_batch),
-                str(config.rss_max_s),
-            ]
-            output = subprocess.run(command, capture_output=True, text=True)
-            if output.returncode:
-                raise RuntimeError(f"memory child failed:\n{output.stderr}")
-            record = json.loads(output.stdout.strip().splitlines()[-1])
-            record["write_s"] = write_s
-            records.append(record)
-            print(
-                f"  memory {size / GIB:.3g} GiB: growth "
-                f"{record['growth_bytes'] / MIB:.0f} MiB, "
-                f"{record['elapsed_s']:.1f} s (+ {write_s:.1f} s writing)",
-                file=sys.stderr,
-                flush=True,
-            )
+            for shuffle in (False, True):
+                command = [
+                    sys.executable,
+                    __file__,
+                    "--rss-child",
+                    str(directory),
+                    str(config.rss_chunk_bytes),
+                    str(config.rss_batch),
+                    str(config.rss_max_s),
+                    str(int(shuffle)),
+                ]
+                output = subprocess.run(command, capture_output=True, text=True)
+                if output.returncode:
+                    raise RuntimeError(f"memory child failed:\n{output.stderr}")
+                record = json.loads(output.stdout.strip().splitlines()[-1])
+                record["write_s"] = write_s
+                records.append(record)
+                print(
+                    f"  memory {size / GIB:.3g} GiB shuffle={shuffle}: growth "
+                    f"{record['growth_bytes'] / MIB:.0f} MiB, "
+                    f"{record['elapsed_s']:.1f} s (+ {write_s:.1f} s writing)",
+                    file=sys.stderr,
+                    flush=True,
+                )
         finally:
             shutil.rmtree(directory, ignore_errors=True)
     return records
@@ -548,13 +555,14 @@ def memmap_table(records: list[dict]) -> str:
 
 def rss_table(records: list[dict]) -> str:
     headers = [
-        "data", "chunk_bytes", "RssAnon after import", "after warm-up",
+        "data", "shuffle", "chunk_bytes", "RssAnon after import", "after warm-up",
         "peak", "peak - import", "peak - warm-up", "rows streamed",
         "samples/s", "stopped",
     ]  # fmt: skip
     rows = [
         [
             f"{r['data_bytes'] / GIB:.3g} GiB",
+            "yes" if r["shuffle"] else "no",
             f"{r['chunk_bytes'] / MIB:.0f} MiB",
             f"{r['baseline_rss_anon_import'] / MIB:.0f} MiB",
             f"{r['baseline_rss_anon'] / MIB:.0f} MiB",
@@ -596,7 +604,9 @@ def verdict(throughput, memmap, rss, config: Config) -> str:
         lines.append(
             "RssAnon growth "
             + ", ".join(
-                f"{r['data_bytes'] / GIB:.3g} GiB: {r['growth_bytes'] / MIB:.0f} MiB "
+                f"{r['data_bytes'] / GIB:.3g} GiB"
+                f"{' shuffled' if r['shuffle'] else ''}: "
+                f"{r['growth_bytes'] / MIB:.0f} MiB "
                 f"({r['growth_after_warmup_bytes'] / MIB:.1f} MiB after warm-up)"
                 for r in rss
             )
@@ -659,8 +669,10 @@ def run_benchmark(config: Config) -> dict:
 def main(argv=None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "--rss-child":
-        directory, chunk_bytes, batch, max_s = argv[1:5]
-        rss_child(directory, int(chunk_bytes), int(batch), float(max_s))
+        directory, chunk_bytes, batch, max_s, shuffle = argv[1:6]
+        rss_child(
+            directory, int(chunk_bytes), int(batch), float(max_s), bool(int(shuffle))
+        )
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
