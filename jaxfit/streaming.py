@@ -24,6 +24,7 @@ from jaxfit import data as _data
 from jaxfit.step import FitState, init_fit_state, make_step, run_chunk, takes_mask
 
 DEFAULT_CHUNK_BYTES = 256 * 2**20
+ITERABLE_CHUNK_BATCHES = 64
 
 
 class FitResult(NamedTuple):
@@ -67,10 +68,16 @@ def _positive_int(name: str, value: Any) -> None:
 def _chunk_batches(
     batch_bytes: int, budget: int | None, num_batches: int | None
 ) -> int:
-    """Batches per chunk: two chunks (current + prefetched) fit in ``budget``."""
+    """Batches per chunk: two chunks (current + prefetched) fit in ``budget``.
+
+    An iterable's length is unknown, and its last chunk is filled up with
+    padding batches: cap it at ``ITERABLE_CHUNK_BATCHES`` so that padding
+    stays cheap.
+    """
     budget = DEFAULT_CHUNK_BYTES if budget is None else budget
     k = max(1, budget // max(1, 2 * batch_bytes))
-    return int(min(k, num_batches)) if num_batches else int(k)
+    cap = num_batches if num_batches else ITERABLE_CHUNK_BATCHES
+    return int(min(k, cap))
 
 
 def _prefetch(chunks: Iterator[Any], put: Callable[[Any], Any], depth: int = 2):
@@ -294,6 +301,7 @@ def fit(
     stopped = "epochs"
     epoch_means: list[float] = []
     chunks_done = 0
+    epochs_done = position["epoch"]
     stream = None
     try:
         key_host = np.asarray(state.key)
@@ -318,36 +326,58 @@ def fit(
             return epoch, index, None if chunk is None else put(chunk)
 
         epoch_losses = []
+        pending = None  # the last dispatched chunk whose metrics are unread
+
+        def drain():
+            """Reads the pending chunk's metrics into the history."""
+            nonlocal pending
+            if pending is None:
+                return None
+            epoch_of, metrics = pending
+            pending = None
+            host = jax.device_get(metrics)
+            real = host.pop("real")
+            for name, values in host.items():
+                history.setdefault(name, []).append(values[real])
+            epoch_losses.append(host["loss"][real])
+            if bar is not None:
+                bar.update(int(real.sum()))
+                bar.set_postfix(
+                    loss=f"{np.nanmean(host['loss'][real]):.4g}", epoch=epoch_of
+                )
+            return host
+
         stream = _prefetch(epoch_chunks(), put_item)
         for epoch, index, chunk in stream:
             if chunk is not None:
                 batches, masks = chunk
                 del chunk
                 state, metrics = run(state, batches, masks)
-                host = jax.device_get(metrics)
                 del batches, masks  # done: the prefetcher may reuse the budget
-                real = host.pop("real")
-                for name, values in host.items():
-                    history.setdefault(name, []).append(values[real])
-                epoch_losses.append(host["loss"][real])
+                # Dispatch is asynchronous: read the previous chunk's metrics
+                # while this one runs, so the device never waits on the host.
+                drain()
+                pending = (epoch, metrics)
                 chunks_done += 1
-                if bar is not None:
-                    bar.update(int(real.sum()))
-                    bar.set_postfix(
-                        loss=f"{np.nanmean(host['loss'][real]):.4g}", epoch=epoch
-                    )
-                if checkpoint_path and chunks_done % checkpoint_every == 0:
-                    _save(checkpoint_path, state, epoch, index + 1, history)
-                if callback is not None and callback(
-                    ChunkInfo(epoch, index, state, host)
-                ):
-                    stopped = "callback"
-                    _save_if(checkpoint_path, state, epoch, index + 1, history)
-                    break
+                due = checkpoint_path and chunks_done % checkpoint_every == 0
+                if due or callback is not None:
+                    # Both need this chunk's state, which the next chunk
+                    # would consume (donation): finish it here.
+                    host = drain()
+                    if due:
+                        _save(checkpoint_path, state, epoch, index + 1, history)
+                    if callback is not None and callback(
+                        ChunkInfo(epoch, index, state, host)
+                    ):
+                        stopped = "callback"
+                        _save_if(checkpoint_path, state, epoch, index + 1, history)
+                        break
                 continue
+            drain()
             losses = np.concatenate(epoch_losses) if epoch_losses else np.array([])
             epoch_losses = []
             epoch_means.append(float(np.nanmean(losses)) if losses.size else math.inf)
+            epochs_done = epoch + 1
             _save_if(checkpoint_path, state, epoch + 1, 0, history)
             if loss_tol is not None and epoch_means[-1] <= loss_tol:
                 stopped = "loss_tol"
@@ -356,7 +386,6 @@ def fit(
                 if min(epoch_means[-patience:]) >= min(epoch_means[:-patience]):
                     stopped = "patience"
                     break
-        epochs_done = epoch + 1 if stopped != "callback" else epoch
     finally:
         if stream is not None:
             stream.close()  # stops the prefetch thread (early stop, error)

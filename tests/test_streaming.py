@@ -333,3 +333,13 @@ def test_hdf5_source_and_progress_bar(tmp_path, capsys):
     )
     chex.assert_trees_all_equal(from_h5.params, from_arrays.params)
     assert "loss=" in capsys.readouterr().err  # the tqdm bar with the loss
+
+
+def test_resuming_a_finished_fit_returns_it_unchanged(tmp_path):
+    x, y = make_data(300)
+    path = str(tmp_path / "done.ckpt")
+    kwargs = dict(batch_size=64, epochs=2, key=1, progress=False)
+    done = jaxfit.fit(loss, TX, PARAMS, (x, y), checkpoint_path=path, **kwargs)
+    again = jaxfit.fit(loss, TX, PARAMS, (x, y), resume_from=path, **kwargs)
+    assert again.epochs == 2
+    chex.assert_trees_all_equal(again.params, done.params)
