@@ -17,13 +17,23 @@ close to a full shuffle.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
-from typing import Any
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
 
+from jaxfit import _checks
+
 Chunk = tuple[Any, np.ndarray]  # (batches with leading [K, B], mask [K, B])
+
+# Two chunks are alive at once (the one running, the one read ahead).
+DEFAULT_CHUNK_BYTES = 256 * 2**20
+# An iterable's length is unknown and its last chunk is filled with padding
+# batches (re-read on every pass): keep such chunks short.
+ITERABLE_CHUNK_BATCHES = 64
 
 
 def _leaves(data: Any) -> list[Any]:
@@ -274,3 +284,103 @@ class IterableSource:
             )
         stacked = jax.tree.map(lambda *xs: np.stack(xs), *padded)
         return stacked, mask
+
+
+class Plan(NamedTuple):
+    """How a source is cut: rows per batch, one example batch (for shape
+    checks before any work), batches per epoch (None for an iterable) and
+    batches per chunk."""
+
+    batch_size: int
+    example: Any
+    num_batches: int | None
+    chunk_batches: int
+
+
+def plan(
+    source: Any,
+    batch_size: int | None,
+    chunk_batches: int | None = None,
+    chunk_bytes: int | None = None,
+) -> Plan:
+    """Checks the batching arguments against ``source`` and sizes chunks.
+
+    ``chunk_batches`` defaults to what fits twice in ``chunk_bytes`` (default
+    ``DEFAULT_CHUNK_BYTES``), capped at an epoch's batches, or at
+    ``ITERABLE_CHUNK_BATCHES`` for an iterable.
+    """
+    if chunk_batches is not None:
+        _checks.positive_int("chunk_batches", chunk_batches)
+    if chunk_bytes is not None:
+        _checks.positive_int("chunk_bytes", chunk_bytes)
+    if isinstance(source, IterableSource):
+        example = source.first_batch()
+        batch_size = _check_rows(example) if batch_size is None else batch_size
+        _checks.positive_int("batch_size", batch_size)
+        num_batches = None
+        row_bytes = sum(
+            int(np.prod(np.shape(x)[1:])) * np.dtype(x.dtype).itemsize
+            for x in _leaves(example)
+        )
+    else:
+        if batch_size is None:
+            raise ValueError("`batch_size` is required for array data")
+        _checks.positive_int("batch_size", batch_size)
+        if batch_size > source.num_rows:
+            raise ValueError(
+                f"`batch_size`={batch_size} is larger than the data "
+                f"({source.num_rows} rows)"
+            )
+        example = source.example_batch(batch_size)
+        num_batches = source.num_batches(batch_size)
+        row_bytes = source.row_bytes()
+    if chunk_batches is None:
+        budget = DEFAULT_CHUNK_BYTES if chunk_bytes is None else chunk_bytes
+        chunk_batches = max(1, budget // max(1, 2 * batch_size * row_bytes))
+        chunk_batches = int(min(chunk_batches, num_batches or ITERABLE_CHUNK_BATCHES))
+    return Plan(batch_size, example, num_batches, chunk_batches)
+
+
+def prefetch(chunks: Iterator[Any], put: Callable[[Any], Any], depth: int = 2):
+    """Moves chunks to the device on a background thread, ``depth`` ahead.
+
+    At most ``depth`` chunks are alive at once (the one the consumer runs and
+    the ones read ahead): the worker takes a slot before reading a chunk, and
+    the consumer gives it back when it asks for the next one, so the host and
+    device memory for chunks stays within the budget whatever the data size.
+    """
+    buffer: queue.Queue = queue.Queue()
+    slots = threading.Semaphore(depth)
+    done = object()
+    stop = threading.Event()
+
+    def worker():
+        try:
+            iterator = iter(chunks)
+            while True:
+                while not slots.acquire(timeout=0.05):
+                    if stop.is_set():
+                        return
+                if stop.is_set():
+                    return
+                chunk = next(iterator, done)
+                if chunk is done:
+                    break
+                buffer.put(put(chunk))
+                del chunk
+            buffer.put(done)
+        except BaseException as error:  # re-raised in the consumer
+            buffer.put(error)
+
+    thread = threading.Thread(target=worker, daemon=True)
+    thread.start()
+    try:
+        while (item := buffer.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+            del item
+            slots.release()  # the consumer is done with the previous chunk
+    finally:
+        stop.set()
+        thread.join()

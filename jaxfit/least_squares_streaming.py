@@ -30,7 +30,6 @@ from jaxfit import _checks
 from jaxfit import data as _data
 from jaxfit import residuals as _res
 from jaxfit.curve_fit import OptimizeWarning
-from jaxfit.streaming import _chunk_batches, _positive_int, _prefetch
 from jaxfit.transforms import least_squares as _ls
 
 METHODS = ("lm", "gn")
@@ -277,7 +276,7 @@ def fit_least_squares(
         raise ValueError(f"`method` must be one of {METHODS!r}, got {method!r}")
     _res._check_loss(loss)
     _checks.positive("f_scale", f_scale)
-    _positive_int("max_iterations", max_iterations)
+    _checks.positive_int("max_iterations", max_iterations)
     for name, value in (("ftol", ftol), ("xtol", xtol), ("gtol", gtol)):
         _non_negative(name, value)
     _checks.positive("init_damping", init_damping)
@@ -286,47 +285,20 @@ def fit_least_squares(
             "`jacobian_mode` must be 'auto', 'forward' or 'reverse', "
             f"got {jacobian_mode!r}"
         )
-    if chunk_batches is not None:
-        _positive_int("chunk_batches", chunk_batches)
-    if chunk_bytes is not None:
-        _positive_int("chunk_bytes", chunk_bytes)
     _checks.params(params)
     f_scale = float(f_scale)
 
     source = _data.open_source(data)
-    if isinstance(source, _data.IterableSource):
-        if source.one_shot:
-            raise ValueError(
-                "`data` is a one-shot iterator, but each iteration reads the data "
-                "again; pass a re-iterable (e.g. a list or a loader)"
-            )
-        example = source.first_batch()
-        batch_size = _data._check_rows(example) if batch_size is None else batch_size
-        _positive_int("batch_size", batch_size)
-        num_batches = None
-        row_bytes = sum(
-            int(np.prod(np.shape(x)[1:])) * np.dtype(x.dtype).itemsize
-            for x in _data._leaves(example)
+    if getattr(source, "one_shot", False):
+        raise ValueError(
+            "`data` is a one-shot iterator, but each iteration reads the data "
+            "again; pass a re-iterable (e.g. a list or a loader)"
         )
-    else:
-        if batch_size is None:
-            raise ValueError("`batch_size` is required for array data")
-        _positive_int("batch_size", batch_size)
-        if batch_size > source.num_rows:
-            raise ValueError(
-                f"`batch_size`={batch_size} is larger than the data "
-                f"({source.num_rows} rows)"
-            )
-        example = source.example_batch(batch_size)
-        num_batches = source.num_batches(batch_size)
-        row_bytes = source.row_bytes()
-    k = chunk_batches or _chunk_batches(
-        batch_size * row_bytes, chunk_bytes, num_batches
+    if chunk_batches is None and isinstance(source, _data.IterableSource):
+        chunk_batches = _ITERABLE_CHUNK_BATCHES  # fewer padding batches per pass
+    batch_size, example, _, k = _data.plan(
+        source, batch_size, chunk_batches, chunk_bytes
     )
-    if chunk_batches is None and num_batches is None:
-        # An iterable's length is unknown: a byte-sized chunk could be
-        # thousands of padding batches, re-read on every pass.
-        k = min(k, _ITERABLE_CHUNK_BATCHES)
 
     flat, unravel = ravel_pytree(params)
     n, dtype = flat.size, flat.dtype
@@ -352,7 +324,7 @@ def fit_least_squares(
     def run_pass(fn, x, acc):
         counted = 0
         p = unravel(x)
-        for (batches, masks), real in _prefetch(
+        for (batches, masks), real in _data.prefetch(
             source.chunks(batch_size, k, None),
             lambda c: (jax.device_put(c), int(np.sum(c[1]))),
         ):

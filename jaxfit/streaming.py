@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
-import queue
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -19,12 +17,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxfit import _checks
 from jaxfit import checkpoint as _checkpoint
 from jaxfit import data as _data
 from jaxfit.step import FitState, init_fit_state, make_step, run_chunk, takes_mask
-
-DEFAULT_CHUNK_BYTES = 256 * 2**20
-ITERABLE_CHUNK_BATCHES = 64
 
 
 class FitResult(NamedTuple):
@@ -58,71 +54,6 @@ class ChunkInfo(NamedTuple):
     chunk: int
     state: FitState
     metrics: dict[str, np.ndarray]
-
-
-def _positive_int(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"`{name}` must be an integer >= 1, got {value!r}")
-
-
-def _chunk_batches(
-    batch_bytes: int, budget: int | None, num_batches: int | None
-) -> int:
-    """Batches per chunk: two chunks (current + prefetched) fit in ``budget``.
-
-    An iterable's length is unknown, and its last chunk is filled up with
-    padding batches: cap it at ``ITERABLE_CHUNK_BATCHES`` so that padding
-    stays cheap.
-    """
-    budget = DEFAULT_CHUNK_BYTES if budget is None else budget
-    k = max(1, budget // max(1, 2 * batch_bytes))
-    cap = num_batches if num_batches else ITERABLE_CHUNK_BATCHES
-    return int(min(k, cap))
-
-
-def _prefetch(chunks: Iterator[Any], put: Callable[[Any], Any], depth: int = 2):
-    """Moves chunks to the device on a background thread, ``depth`` ahead.
-
-    At most ``depth`` chunks are alive at once (the one the consumer runs and
-    the ones read ahead): the worker takes a slot before reading a chunk, and
-    the consumer gives it back when it asks for the next one, so the host and
-    device memory for chunks stays within the budget whatever the data size.
-    """
-    buffer: queue.Queue = queue.Queue()
-    slots = threading.Semaphore(depth)
-    done = object()
-    stop = threading.Event()
-
-    def worker():
-        try:
-            iterator = iter(chunks)
-            while True:
-                while not slots.acquire(timeout=0.05):
-                    if stop.is_set():
-                        return
-                if stop.is_set():
-                    return
-                chunk = next(iterator, done)
-                if chunk is done:
-                    break
-                buffer.put(put(chunk))
-                del chunk
-            buffer.put(done)
-        except BaseException as error:  # re-raised in the consumer
-            buffer.put(error)
-
-    thread = threading.Thread(target=worker, daemon=True)
-    thread.start()
-    try:
-        while (item := buffer.get()) is not done:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-            del item
-            slots.release()  # the consumer is done with the previous chunk
-    finally:
-        stop.set()
-        thread.join()
 
 
 def _epoch_rng(key: np.ndarray, epoch: int) -> np.random.Generator:
@@ -209,57 +140,30 @@ def fit(
       >>> np.round(np.asarray(result.params), 1)
       array([3., 1.], dtype=float32)
     """
-    _positive_int("epochs", epochs)
-    _positive_int("checkpoint_every", checkpoint_every)
-    if chunk_batches is not None:
-        _positive_int("chunk_batches", chunk_batches)
-    if chunk_bytes is not None:
-        _positive_int("chunk_bytes", chunk_bytes)
+    _checks.positive_int("epochs", epochs)
+    _checks.positive_int("checkpoint_every", checkpoint_every)
     if patience is not None:
-        _positive_int("patience", patience)
+        _checks.positive_int("patience", patience)
     source = _data.open_source(data)
-    if isinstance(source, _data.IterableSource):
-        if source.one_shot and epochs > 1:
-            raise ValueError(
-                "`data` is a one-shot iterator and cannot be read for "
-                f"epochs={epochs}; pass a re-iterable (e.g. a list or a loader)"
-            )
-        first = source.first_batch()
-        rows = _data._check_rows(first)
-        batch_size = rows if batch_size is None else batch_size
-        _positive_int("batch_size", batch_size)
-        example = first
-        num_batches = None
-        row_bytes = sum(
-            int(np.prod(np.shape(x)[1:])) * np.dtype(x.dtype).itemsize
-            for x in _data._leaves(first)
+    if getattr(source, "one_shot", False) and epochs > 1:
+        raise ValueError(
+            "`data` is a one-shot iterator and cannot be read for "
+            f"epochs={epochs}; pass a re-iterable (e.g. a list or a loader)"
         )
-    else:
-        if batch_size is None:
-            raise ValueError("`batch_size` is required for array data")
-        _positive_int("batch_size", batch_size)
-        if batch_size > source.num_rows:
-            raise ValueError(
-                f"`batch_size`={batch_size} is larger than the data "
-                f"({source.num_rows} rows)"
-            )
-        example = source.example_batch(batch_size)
-        num_batches = source.num_batches(batch_size)
-        row_bytes = source.row_bytes()
-        if source.num_rows % batch_size and not takes_mask(loss):
-            raise ValueError(
-                f"`loss` takes no `mask`, but {source.num_rows} rows do not divide "
-                f"into batches of {batch_size}: add a `mask` parameter (see "
-                "jaxfit.masked_mean) so the last batch can be padded"
-            )
+    plan = _data.plan(source, batch_size, chunk_batches, chunk_bytes)
+    batch_size, example, num_batches, k = plan
+    rows = getattr(source, "num_rows", None)
+    if rows is not None and rows % batch_size and not takes_mask(loss):
+        raise ValueError(
+            f"`loss` takes no `mask`, but {rows} rows do not divide "
+            f"into batches of {batch_size}: add a `mask` parameter (see "
+            "jaxfit.masked_mean) so the last batch can be padded"
+        )
     if mesh is not None and batch_size % mesh.size:
         raise ValueError(
             f"`batch_size`={batch_size} must divide evenly over the mesh's "
             f"{mesh.size} devices"
         )
-    k = chunk_batches or _chunk_batches(
-        batch_size * row_bytes, chunk_bytes, num_batches
-    )
 
     state = init_fit_state(params, tx, key)
     example_mask = np.ones(batch_size, bool)
@@ -347,7 +251,7 @@ def fit(
                 )
             return host
 
-        stream = _prefetch(epoch_chunks(), put_item)
+        stream = _data.prefetch(epoch_chunks(), put_item)
         for epoch, index, chunk in stream:
             if chunk is not None:
                 batches, masks = chunk
