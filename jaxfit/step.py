@@ -141,11 +141,6 @@ def _chain_metrics(opt_state: Any) -> dict[str, jax.Array]:
     return metrics
 
 
-def _all_finite(*trees: Any) -> jax.Array:
-    leaves = [jnp.all(jnp.isfinite(x)) for t in trees for x in jax.tree.leaves(t)]
-    return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
-
-
 def make_step(
     loss: Callable[..., jax.Array], tx: optax.GradientTransformation
 ) -> Callable[..., tuple[FitState, dict[str, jax.Array]]]:
@@ -213,7 +208,14 @@ def make_step(
             **mask_args,
         )
         params = optax.apply_updates(state.params, updates)
-        finite = _all_finite(value, grad, updates)
+        # One reduction each, shared with the metrics: a norm is finite iff
+        # every element is (or squares overflow, |g| > ~1e19 in float32).
+        grad_norm = optax.tree.norm(grad)
+        finite = (
+            jnp.isfinite(value)
+            & jnp.isfinite(grad_norm)
+            & jnp.isfinite(optax.tree.norm(updates, squared=True))
+        )
         real = jnp.asarray(True) if mask is None else jnp.any(mask)
         apply = finite & real
 
@@ -236,7 +238,7 @@ def make_step(
         )
         metrics = {
             "loss": jnp.where(real, value, jnp.nan).astype(state.best_loss.dtype),
-            "grad_norm": optax.tree.norm(grad).astype(state.best_loss.dtype),
+            "grad_norm": grad_norm.astype(state.best_loss.dtype),
             "skipped": real & ~finite,
             "real": real,
             **_chain_metrics(opt_state),
