@@ -156,6 +156,31 @@ def interleaved(
     if number is None:
         fastest = min(_time_once(cases[name], 1) for name in names)
         number = max(1, math.ceil(target_s / max(fastest, 1e-9)))
+    numbers = dict.fromkeys(names, number)
+    return _rounds(cases, numbers, dict.fromkeys(names, repeats), repeats), number
+
+
+def interleaved_per_case(
+    cases: Mapping[str, Case], *, repeats: int, target_s: float
+) -> dict[str, list[float]]:
+    """As :func:`interleaved`, but each case gets its own number of
+    iterations per sample (about ``target_s`` long), for cases whose times
+    differ by orders of magnitude (a compiled solve vs SciPy). A case slower
+    than ``target_s`` also gets fewer rounds (at least 2), so that it takes
+    about ``repeats * target_s`` in all. No separate warm-up: the first
+    (timed) call of each case is it."""
+    single = {name: max(_time_once(case, 1), 1e-9) for name, case in cases.items()}
+    numbers = {name: max(1, math.ceil(target_s / t)) for name, t in single.items()}
+    rounds = {
+        name: min(repeats, max(2, math.ceil(repeats * target_s / t)))
+        for name, t in single.items()
+    }
+    return _rounds(cases, numbers, rounds, repeats)
+
+
+def _rounds(cases, numbers, rounds, repeats) -> dict[str, list[float]]:
+    """Round-robin timing, rotated each round, with the collector off."""
+    names = list(cases)
     samples: dict[str, list[float]] = {name: [] for name in names}
     gc_was_enabled = gc.isenabled()
     gc.disable()
@@ -163,11 +188,13 @@ def interleaved(
         for round_ in range(repeats):
             shift = round_ % len(names)
             for name in names[shift:] + names[:shift]:
-                samples[name].append(_time_once(cases[name], number) / number)
+                if round_ < rounds[name]:
+                    seconds = _time_once(cases[name], numbers[name])
+                    samples[name].append(seconds / numbers[name])
     finally:
         if gc_was_enabled:
             gc.enable()
-    return samples, number
+    return samples
 
 
 def _time_once(case: Case, number: int) -> float:

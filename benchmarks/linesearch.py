@@ -58,8 +58,6 @@ repeats, starts and a lower step cap for gradient descent, writing
 from __future__ import annotations
 
 import argparse
-import gc
-import math
 import sys
 import time
 from collections.abc import Callable
@@ -296,46 +294,6 @@ def make_scipy_solver(problem: Problem, max_steps: int):
 # ---------------------------------------------------------------------------
 
 
-def _time_once(case, number):
-    start = time.perf_counter()
-    case(number)
-    return time.perf_counter() - start
-
-
-def time_interleaved(cases, *, repeats, target_s):
-    """Seconds per solve, per repeat, for each case (interleaved rounds).
-
-    As ``_harness.interleaved`` but each case gets its own number of solves
-    per sample (about ``target_s`` long): solves here take from 0.1 ms (JAX)
-    to seconds (SciPy), and one shared number would either drown the fast
-    ones in timer noise or make the slow ones take minutes. A case slower
-    than ``target_s`` also gets fewer rounds (at least 2), so that it takes
-    about ``repeats * target_s`` in all.
-    """
-    single = {name: max(_time_once(case, 1), 1e-9) for name, case in cases.items()}
-    numbers = {name: max(1, math.ceil(target_s / t)) for name, t in single.items()}
-    rounds = {
-        name: min(repeats, max(2, math.ceil(repeats * target_s / t)))
-        for name, t in single.items()
-    }
-    names = list(cases)
-    samples = {name: [] for name in names}
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        for round_ in range(repeats):
-            shift = round_ % len(names)
-            for name in names[shift:] + names[:shift]:
-                if round_ >= rounds[name]:
-                    continue
-                seconds = _time_once(cases[name], numbers[name])
-                samples[name].append(seconds / numbers[name])
-    finally:
-        if gc_was_enabled:
-            gc.enable()
-    return samples
-
-
 def run(problem_names, *, repeats, target_s, lbfgs_cap, gd_cap, starts):
     rows = []
     for problem_name in problem_names:
@@ -393,7 +351,9 @@ def run(problem_names, *, repeats, target_s, lbfgs_cap, gd_cap, starts):
         cases[SCIPY] = lambda n, solve=scipy_solve, x0=x0_numpy: [
             solve(x0) for _ in range(n)
         ]
-        samples = time_interleaved(cases, repeats=repeats, target_s=target_s)
+        samples = _harness.interleaved_per_case(
+            cases, repeats=repeats, target_s=target_s
+        )
         for name, result in results.items():
             result["time"] = _harness.summarize(samples[name])
             result["first_call_s"] = first_call[name]
