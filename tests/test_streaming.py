@@ -21,6 +21,11 @@ def loss(params, batch, mask):
     return jaxfit.masked_mean((x @ params["w"] + params["b"] - y) ** 2, mask)
 
 
+def dict_loss(params, batch, mask):
+    """``loss`` for data given as a dict (an .npz or HDF5 file)."""
+    return loss(params, (batch["x"], batch["y"]), mask)
+
+
 def make_data(n=1000, seed=0):
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(n, 3)).astype(np.float32)
@@ -147,9 +152,6 @@ def test_iterable_of_batches_and_npz_sources(tmp_path):
     chex.assert_trees_all_close(from_list.params, from_arrays.params, rtol=1e-6)
 
     np.savez(tmp_path / "data.npz", x=x, y=y)
-
-    def dict_loss(params, batch, mask):
-        return loss(params, (batch["x"], batch["y"]), mask)
 
     from_npz = jaxfit.fit(
         dict_loss,
@@ -322,9 +324,6 @@ def test_hdf5_source_and_progress_bar(tmp_path, capsys):
     x, y = make_data(500)
     with h5py.File(tmp_path / "data.h5", "w") as f:
         f["x"], f["y"] = x, y
-
-    def dict_loss(params, batch, mask):
-        return loss(params, (batch["x"], batch["y"]), mask)
 
     kwargs = dict(batch_size=64, epochs=2, key=4, chunk_batches=3)
     from_h5 = jaxfit.fit(dict_loss, TX, PARAMS, str(tmp_path / "data.h5"), **kwargs)
