@@ -161,18 +161,23 @@ def interleaved(
 
 
 def interleaved_per_case(
-    cases: Mapping[str, Case], *, repeats: int, target_s: float
+    cases: Mapping[str, Case],
+    *,
+    repeats: int,
+    target_s: float,
+    min_rounds: int = 2,
 ) -> dict[str, list[float]]:
     """As :func:`interleaved`, but each case gets its own number of
     iterations per sample (about ``target_s`` long), for cases whose times
     differ by orders of magnitude (a compiled solve vs SciPy). A case slower
-    than ``target_s`` also gets fewer rounds (at least 2), so that it takes
-    about ``repeats * target_s`` in all. No separate warm-up: the first
-    (timed) call of each case is it."""
+    than ``target_s`` also gets fewer rounds (at least ``min_rounds``), so
+    that it takes about ``repeats * target_s`` in all; ``min_rounds=repeats``
+    keeps every round for every case (paired ratios over all rounds). No
+    separate warm-up: the first (timed) call of each case is it."""
     single = {name: max(_time_once(case, 1), 1e-9) for name, case in cases.items()}
     numbers = {name: max(1, math.ceil(target_s / t)) for name, t in single.items()}
     rounds = {
-        name: min(repeats, max(2, math.ceil(repeats * target_s / t)))
+        name: min(repeats, max(min_rounds, math.ceil(repeats * target_s / t)))
         for name, t in single.items()
     }
     return _rounds(cases, numbers, rounds, repeats)
@@ -349,3 +354,79 @@ def bar_chart(
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+# ---------------------------------------------------------------------------
+# Headline rows: what ``benchmarks/run.py`` gathers from every benchmark.
+
+
+def headline_row(
+    case: str,
+    competitor: str,
+    ratio: Mapping[str, float] | float,
+    *,
+    metric: str = "time",
+    better: str = "lower",
+    target: float | None = None,
+    met: bool | None = None,
+    target_text: str | None = None,
+    measured: str = "jaxfit",
+) -> dict[str, Any]:
+    """One row of the combined table: ``measured`` / ``competitor`` in ``metric``.
+
+    ``ratio`` is a float or a :func:`paired_ratio` dict (median and
+    quartiles). ``better`` says which way is good ("lower" for times,
+    "higher" for throughput); with a numeric ``target`` the row is met when
+    the median is on the good side of it. A target that is not a bound on
+    the ratio is given as ``target_text`` with its own ``met``.
+    """
+    if better not in ("lower", "higher"):
+        raise ValueError(f"better must be 'lower' or 'higher', got {better!r}")
+    if isinstance(ratio, Mapping):
+        median, q1, q3 = ratio["median"], ratio.get("q1"), ratio.get("q3")
+    else:
+        median, q1, q3 = float(ratio), None, None
+    if target is not None:
+        met = median <= target if better == "lower" else median >= target
+        target_text = f"{'<=' if better == 'lower' else '>='} {target:g}"
+    return {
+        "case": case,
+        "measured": measured,
+        "competitor": competitor,
+        "metric": metric,
+        "better": better,
+        "ratio": median,
+        "q1": q1,
+        "q3": q3,
+        "target": target,
+        "target_text": target_text,
+        "met": None if met is None else bool(met),
+    }
+
+
+def inverse_ratio(ratio: Mapping[str, float]) -> dict[str, float]:
+    """``1 / ratio`` of a :func:`paired_ratio` dict (quartiles swap)."""
+    inverted = {"median": 1 / ratio["median"]}
+    if "q1" in ratio and "q3" in ratio:
+        inverted |= {"q1": 1 / ratio["q3"], "q3": 1 / ratio["q1"]}
+    if "of_medians" in ratio:
+        inverted["of_medians"] = 1 / ratio["of_medians"]
+    return inverted
+
+
+def collect(benchmark: str, tag: str, headline: Callable[[dict], list]) -> dict:
+    """What a benchmark's ``benchmark(mode)`` entry point returns to run.py.
+
+    Reads back the JSON document the benchmark just wrote (so the entry
+    point depends on its results, not on its internals) and derives the
+    headline rows from it with ``headline(document)``.
+    """
+    json_path = results_path(benchmark, "json", tag=tag)
+    document = json.loads(json_path.read_text())
+    return {
+        "benchmark": benchmark,
+        "json": str(json_path),
+        "png": str(json_path.with_suffix(".png")),
+        "headline": headline(document),
+        "results": document,
+    }

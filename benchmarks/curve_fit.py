@@ -222,10 +222,10 @@ def peak_memory(which, name, m):
     return {"baseline_mib": base, "fit_peak_mib": peak}
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     sizes = [10**3, 10**5, 10**6] if args.quick else [10**3, 10**5, 10**6, 10**7]
     repeats = 2 if args.quick else 3
     n_fits = 1000 if args.quick else 10_000
@@ -307,6 +307,67 @@ def main():
         reference=1.0,
         title="jaxfit.curve_fit vs scipy.optimize.curve_fit(method='lm')",
     )
+
+
+# ----------------------------------------------------------------------------
+# Entry point for benchmarks/run.py (reads back the JSON that main writes).
+
+
+def headline(document: dict) -> list[dict]:
+    """The rows of benchmarks/run.py's combined table, with the issue's targets."""
+    row = _harness.headline_row
+    rows = []
+    for r in document.get("sizes", []):
+        if r["m"] < 10**6:
+            continue
+        case = f"{r['model']} model, {r['m']:.0e} points"
+        rows.append(
+            row(
+                f"{case}, repeat call",
+                "scipy lm",
+                r["jaxfit_repeat"] / r["scipy_lm"],
+                target=0.5 if r["m"] == 10**6 else None,
+            )
+        )
+        rows.append(
+            row(
+                f"{case}, first call (compile)",
+                "scipy lm",
+                r["jaxfit_first"] / r["scipy_lm"],
+                target=2.0,
+            )
+        )
+    b = document.get("batch")
+    if b:
+        rows.append(
+            row(
+                f"{b['n_fits']} vmapped 100-point fits",
+                "SciPy loop",
+                b["jaxfit_repeat"] / b["scipy_loop"],
+                target=0.01,
+            )
+        )
+    memory = document.get("peak_rss_mib") or {}
+    size = max((r["m"] for r in document.get("sizes", [])), default=0)
+    for other in ("lm", "trf"):
+        if memory.get("jaxfit") and memory.get(other):
+            rows.append(
+                row(
+                    f"peak memory of one 8p fit, {size:.0e} points",
+                    f"scipy {other}",
+                    memory["jaxfit"]["fit_peak_mib"] / memory[other]["fit_peak_mib"],
+                    metric="peak RSS",
+                    target=1.0,
+                )
+            )
+    return rows
+
+
+def benchmark(mode: str = "full") -> dict:
+    """Runs :func:`main` ("smoke" is "quick") and returns its headline rows."""
+    quick = mode != "full"
+    main(["--quick"] if quick else [])
+    return _harness.collect("curve_fit", "quick" if quick else "", headline)
 
 
 if __name__ == "__main__":
