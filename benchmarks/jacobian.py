@@ -148,10 +148,10 @@ def run(problems, repeats):
     return rows
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run (< 30 s)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     # Reverse mode pulls back an m x m identity, so "tall" stays moderate.
     if args.quick:
         shapes = {
@@ -222,6 +222,38 @@ def main():
         title="jaxfit Jacobian modes, one LM step (float64)",
     )
     print(f"wrote {path}")
+
+
+# ----------------------------------------------------------------------------
+# Entry point for benchmarks/run.py (reads back the JSON that main writes).
+
+
+def headline(document: dict) -> list[dict]:
+    """The rows of benchmarks/run.py's combined table: ``auto`` against the
+    fastest fixed mode; met as in main: auto picks it, or is within noise."""
+    rows = []
+    for r in document["rows"]:
+        fastest = r["fastest"]
+        ratio = r["ratio_to_auto"][fastest]
+        rows.append(
+            _harness.headline_row(
+                r["problem"],
+                f"fastest fixed mode ({fastest})",
+                _harness.inverse_ratio(ratio),
+                metric="time of one LM step",
+                target_text="picks the fastest, or <= 1.05",
+                met=fastest == r["auto_picks"] or ratio["median"] >= 0.95,
+                measured=f"auto ({r['auto_picks']})",
+            )
+        )
+    return rows
+
+
+def benchmark(mode: str = "full") -> dict:
+    """Runs :func:`main` ("smoke" is "quick") and returns its headline rows."""
+    quick = mode != "full"
+    main(["--quick"] if quick else [])
+    return _harness.collect("jacobian", "quick" if quick else "", headline)
 
 
 if __name__ == "__main__":

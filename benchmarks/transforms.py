@@ -409,5 +409,40 @@ def main(argv=None) -> None:
     print(f"\nwrote {json_path} and {png_path.name} in {elapsed:.0f} s")
 
 
+# ----------------------------------------------------------------------------
+# Entry point for benchmarks/run.py (reads back the JSON that main writes).
+
+
+def headline(document: dict) -> list[dict]:
+    """The rows of benchmarks/run.py's combined table (target: <= 1 Optax)."""
+    rows = []
+    totals = {r["total"] for r in document["results"]}
+    for r in document["results"]:
+        case = f"{r['leaves']} leaves, {r['mode']}"
+        if len(totals) > 1:
+            case = f"{r['total']} params, {case}"
+        for name, ratio in r["ratio_to_optax"].items():
+            flat = name == "jaxfit_flat"
+            rows.append(
+                _harness.headline_row(
+                    case,
+                    "optax",
+                    ratio,
+                    metric="time/step",
+                    # flatten is opt-in, with no target of its own
+                    target=None if flat else 1.0,
+                    measured=VARIANTS[name].label if flat else "jaxfit",
+                )
+            )
+    return rows
+
+
+def benchmark(mode: str = "full") -> dict:
+    """Runs :func:`main` ("smoke" is "quick") and returns its headline rows."""
+    quick = mode != "full"
+    main(["--quick"] if quick else [])
+    return _harness.collect("transforms", "quick" if quick else "", headline)
+
+
 if __name__ == "__main__":
     main()
