@@ -11,6 +11,7 @@ from jaxfit.curve_fit import (
     LeastSquaresSolution,
     curve_fit,
     least_squares_solve,
+    least_squares_solve_many,
 )
 from jaxfit.least_squares_streaming import LeastSquaresFitResult, fit_least_squares
 from jaxfit.residuals import (
@@ -88,6 +89,7 @@ __all__ = [
     "jacobian_mode",
     "lbfgs",
     "least_squares_solve",
+    "least_squares_solve_many",
     "make_batch",
     "make_step",
     "masked_mean",

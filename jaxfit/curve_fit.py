@@ -11,6 +11,7 @@ program per bucket, not per data length) and SciPy's covariance.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import warnings
@@ -93,7 +94,8 @@ def least_squares_solve(
       batch: passed to ``residual_fn`` (arrays may be vmapped over).
       loss, f_scale: robust loss, as :func:`jaxfit.residual_loss`.
       ftol, xtol, gtol: tolerances (scalars; may be traced).
-      max_nfev: maximum residual evaluations; default ``200 * (n + 1)``.
+      max_nfev: maximum residual evaluations; default ``100 * (n + 1)``,
+        SciPy's budget with an exact Jacobian.
       init_damping, jacobian_mode, jac: as
         :func:`jaxfit.scale_by_levenberg_marquardt`.
 
@@ -111,9 +113,47 @@ def least_squares_solve(
       (Array([[ 2. , -1. ],
              [ 3. ,  0.5]], dtype=float32), True)
     """
-    flat0, _ = ravel_pytree(params0)
+    tx, stop_status = _lm_solver(
+        residual_fn,
+        params0,
+        loss,
+        f_scale,
+        ftol,
+        xtol,
+        gtol,
+        max_nfev,
+        init_damping,
+        jacobian_mode,
+        jac,
+    )
+    carry = _lm_run(tx, stop_status, _lm_start(tx, params0), batch, None)
+    return _solution(carry, ravel_pytree(params0)[0].dtype)
+
+
+class _Carry(NamedTuple):
+    params: Any
+    state: Any
+    status: jax.Array
+
+
+def _lm_solver(
+    residual_fn,
+    params0,
+    loss,
+    f_scale,
+    ftol,
+    xtol,
+    gtol,
+    max_nfev,
+    init_damping,
+    jacobian_mode,
+    jac,
+):
+    """The LM transformation and the status it gives a finished iteration."""
     if max_nfev is None:
-        max_nfev = 200 * (flat0.size + 1)
+        # SciPy's budget with an exact Jacobian (MINPACK lmder): jaxfit's is
+        # autodiff, so it is not charged n evaluations as finite differences.
+        max_nfev = 100 * (ravel_pytree(params0)[0].size + 1)
     tx = scale_by_levenberg_marquardt(
         residual_fn,
         init_damping=init_damping,
@@ -122,12 +162,8 @@ def least_squares_solve(
         jacobian_mode=jacobian_mode,
         jac=jac,
     )
-    dtype = flat0.dtype
 
-    def body(carry):
-        params, state, _ = carry
-        updates, state = tx.update(params, state, params, batch=batch)
-        new_params = apply_updates(params, updates)
+    def stop_status(params, state):
         base_cost = jnp.where(
             state.accepted, state.cost + state.actual_reduction, state.cost
         )
@@ -139,7 +175,7 @@ def least_squares_solve(
         )
         x_ok = state.step_norm <= xtol * (xtol + x_norm)
         g_ok = state.grad_norm <= gtol
-        status = jnp.select(
+        return jnp.select(
             [
                 ~jnp.isfinite(base_cost),
                 g_ok,
@@ -151,19 +187,171 @@ def least_squares_solve(
             [-2, 1, 4, 2, 3, 0],
             _RUNNING,
         ).astype(jnp.int32)
-        return new_params, state, status
 
-    carry = (params0, tx.init(params0), jnp.asarray(_RUNNING, jnp.int32))
-    params, state, status = jax.lax.while_loop(lambda c: c[2] == _RUNNING, body, carry)
+    return tx, stop_status
+
+
+def _lm_start(tx, params0):
+    return _Carry(params0, tx.init(params0), jnp.asarray(_RUNNING, jnp.int32))
+
+
+def _lm_run(tx, stop_status, carry, batch, max_iterations):
+    """Iterates until a stopping test holds, or ``max_iterations`` more."""
+    stop = None if max_iterations is None else carry.state.count + max_iterations
+
+    def running(c):
+        go = c.status == _RUNNING
+        return go if stop is None else go & (c.state.count < stop)
+
+    def body(c):
+        updates, state = tx.update(c.params, c.state, c.params, batch=batch)
+        return _Carry(
+            apply_updates(c.params, updates), state, stop_status(c.params, state)
+        )
+
+    return jax.lax.while_loop(running, body, carry)
+
+
+def _solution(carry, dtype):
+    state = carry.state
     return LeastSquaresSolution(
-        params=params,
+        params=carry.params,
         cost=state.cost.astype(dtype),
         grad_norm=state.grad_norm,
         nfev=state.nfev,
         njev=state.njev,
-        status=status,
+        status=carry.status,
         iterations=state.count,
     )
+
+
+def least_squares_solve_many(
+    residual_fn: Callable[[Any, Any], jax.Array],
+    params0: Any,
+    batch: Any = None,
+    *,
+    round_iterations: int = 8,
+    loss: str = "linear",
+    f_scale: Any = 1.0,
+    ftol: Any = 1e-8,
+    xtol: Any = 1e-8,
+    gtol: Any = 1e-8,
+    max_nfev: Any = None,
+    init_damping: float = 1e-3,
+    jacobian_mode: str = "auto",
+    jac: Callable | None = None,
+) -> LeastSquaresSolution:
+    """Many independent :func:`least_squares_solve` fits, compacted in rounds.
+
+    Every leaf of ``params0`` and ``batch`` has a leading axis of fits. A
+    plain ``jax.vmap`` of :func:`least_squares_solve` runs every fit until
+    the slowest one stops, so one fit that never converges makes the whole
+    batch run to ``max_nfev``. Here the vmapped solver runs in rounds of
+    ``round_iterations`` (doubling each round) and only the fits still
+    running go on to the next round, gathered into a smaller batch (padded
+    to a power of two, so a handful of programs compile). Each fit's result
+    is the one it would get alone: the rounds resume the same iteration.
+
+    Args:
+      residual_fn: ``(params, batch) -> r`` for one fit.
+      params0: starting params, each leaf with a leading axis of fits.
+      batch: data, each leaf with the same leading axis (or None).
+      round_iterations: LM iterations in the first round; > 0.
+      loss, f_scale, ftol, xtol, gtol, max_nfev, init_damping,
+        jacobian_mode, jac: as :func:`least_squares_solve` (shared by all
+        fits).
+
+    Returns:
+      A :class:`LeastSquaresSolution` whose leaves have the leading axis.
+
+    Raises:
+      ValueError: leaves with different leading sizes, or a bad option.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxfit
+      >>> res = lambda p, b: p[0] * jnp.exp(p[1] * b[0]) - b[1]
+      >>> x = jnp.linspace(0.0, 1.0, 10)
+      >>> ys = jnp.stack([2.0 * jnp.exp(-x), 3.0 * jnp.exp(0.5 * x)])
+      >>> sol = jaxfit.least_squares_solve_many(
+      ...     res, jnp.ones((2, 2)), (jnp.stack([x, x]), ys))
+      >>> sol.params.round(4), bool((sol.status > 0).all())
+      (Array([[ 2. , -1. ],
+             [ 3. ,  0.5]], dtype=float32), True)
+    """
+    from jaxfit import _checks
+
+    _checks.positive_int("round_iterations", round_iterations)
+    params0, batch = jax.tree.map(jnp.asarray, (params0, batch))
+    sizes = {
+        leaf.shape[0] if leaf.ndim else None
+        for leaf in jax.tree.leaves((params0, batch))
+    }
+    if len(sizes) != 1 or None in sizes:
+        raise ValueError(
+            "`params0` and `batch` leaves must share one leading axis of fits, "
+            f"got leading sizes {sorted(map(str, sizes))}"
+        )
+    (n_fits,) = sizes
+    static = (residual_fn, loss, float(init_damping), jacobian_mode, jac)
+    options = (*map(jnp.asarray, (f_scale, ftol, xtol, gtol)), max_nfev)
+    carry = _many_start(static, params0)
+    running = np.arange(n_fits)
+    cap = round_iterations
+    while running.size:
+        # Pad with copies of the last running fit: a copy computes the same
+        # numbers, so scattering it back is harmless.
+        size = (
+            n_fits
+            if running.size == n_fits
+            else min(n_fits, 1 << (running.size - 1).bit_length())
+        )
+        lanes = np.concatenate([running, np.full(size - running.size, running[-1])])
+        carry, status = _many_round(
+            static, carry, batch, jnp.asarray(lanes), options, cap
+        )
+        running = running[np.asarray(status)[: running.size] == _RUNNING]
+        cap *= 2
+    return _solution(carry, ravel_pytree(params0)[0].dtype)
+
+
+def _many_solver(static, params, options):
+    residual_fn, loss, init_damping, jacobian_mode, jac = static
+    f_scale, ftol, xtol, gtol, max_nfev = options
+    return _lm_solver(
+        residual_fn,
+        params,
+        loss,
+        f_scale,
+        ftol,
+        xtol,
+        gtol,
+        max_nfev,
+        init_damping,
+        jacobian_mode,
+        jac,
+    )
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _many_start(static, params0):
+    tx, _ = _many_solver(
+        static, jax.tree.map(lambda a: a[0], params0), (1.0, 0.0, 0.0, 0.0, None)
+    )
+    return jax.vmap(lambda p: _lm_start(tx, p))(params0)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 5), donate_argnums=1)
+def _many_round(static, carry, batch, lanes, options, max_iterations):
+    """Runs the fits ``lanes`` for up to ``max_iterations`` more; scatters back."""
+    take = lambda tree: jax.tree.map(lambda a: a[lanes], tree)
+
+    def run(c, b):
+        tx, stop_status = _many_solver(static, c.params, options)
+        return _lm_run(tx, stop_status, c, b, max_iterations)
+
+    out = jax.vmap(run)(take(carry), take(batch))
+    carry = jax.tree.map(lambda a, o: a.at[lanes].set(o), carry, out)
+    return carry, out.status
 
 
 # Bounds by a change of variables p = T(u) (as MINUIT and lmfit): both
@@ -540,7 +728,7 @@ def curve_fit(
             )
         max_nfev = kwargs.get("max_nfev", kwargs.get("maxfev"))
         if max_nfev is None:
-            max_nfev = 200 * (n + 1)
+            max_nfev = 100 * (n + 1)
         options = tuple(
             np.float64(v)
             for v in (

@@ -289,3 +289,81 @@ def test_reaches_nist_certified_optimum_where_scipy_lm_gives_up():
     assert res.success
     np.testing.assert_allclose(res.popt, certified, rtol=1e-3)
     np.testing.assert_allclose(2 * res.cost, certified_rss, rtol=1e-8)
+
+
+def _decays(n_fits, m, seed):
+    rng = np.random.default_rng(seed)
+    true = np.stack(
+        [
+            rng.uniform(1, 5, n_fits),
+            rng.uniform(0.2, 2, n_fits),
+            rng.normal(size=n_fits),
+        ],
+        1,
+    )
+    x = np.linspace(0, 5, m)
+    ys = true[:, :1] * np.exp(-true[:, 1:2] * x) + true[:, 2:]
+    return np.broadcast_to(x, ys.shape), ys + 0.01 * rng.normal(size=ys.shape)
+
+
+def test_solve_many_gives_each_fit_its_own_result_and_compiles_once(
+    count_compilations,
+):
+    residual = jaxfit.model_residual(lambda x, a, k, c: a * jnp.exp(-k * x) + c)
+    xs, ys = _decays(37, 30, seed=6)
+    one = jax.jit(
+        lambda x, y: jaxfit.least_squares_solve(
+            residual, jnp.ones(3), jaxfit.make_batch(x, y)
+        )
+    )
+    with jax.enable_x64(True):
+        batch = {"x": xs, "y": ys}
+        # One round of 2 iterations: nearly every fit goes on to later,
+        # smaller rounds, which must resume exactly where it stopped.
+        many = jaxfit.least_squares_solve_many(
+            residual, np.ones((37, 3)), batch, round_iterations=2
+        )
+        with count_compilations() as counter:
+            again = jaxfit.least_squares_solve_many(
+                residual, np.ones((37, 3)), batch, round_iterations=2
+            )
+        alone = [one(xs[i], ys[i]) for i in range(37)]
+    assert counter.count == 0
+    np.testing.assert_array_equal(again.params, many.params)
+    assert many.params.shape == (37, 3) and many.status.shape == (37,)
+    assert np.all(np.asarray(many.status) > 0)
+    for i, sol in enumerate(alone):
+        np.testing.assert_allclose(many.params[i], sol.params, rtol=1e-9)
+        assert int(many.iterations[i]) == int(sol.iterations)
+        assert int(many.nfev[i]) == int(sol.nfev)
+
+
+def test_solve_many_stops_a_hopeless_fit_without_holding_back_the_rest():
+    # Fit 0 has a NaN in its data: it stops after its first iteration
+    # (status -2) while the others converge in later rounds.
+    residual = jaxfit.model_residual(lambda x, a, k, c: a * jnp.exp(-k * x) + c)
+    xs, ys = _decays(4, 20, seed=7)
+    ys = ys.copy()
+    ys[0, 3] = np.nan
+    with jax.enable_x64(True):
+        sol = jaxfit.least_squares_solve_many(
+            residual, np.ones((4, 3)), {"x": xs, "y": ys}, max_nfev=50
+        )
+    status = np.asarray(sol.status)
+    assert status[0] == -2 and int(sol.iterations[0]) == 1
+    assert np.all(status[1:] > 0)
+
+
+def test_solve_many_bad_input_names_the_argument():
+    residual = jaxfit.model_residual(lambda x, a: a * x)
+    with pytest.raises(ValueError, match="leading axis of fits"):
+        jaxfit.least_squares_solve_many(
+            residual, np.ones((3, 1)), {"x": np.ones((4, 5)), "y": np.ones((4, 5))}
+        )
+    with pytest.raises(ValueError, match="round_iterations"):
+        jaxfit.least_squares_solve_many(
+            residual,
+            np.ones((4, 1)),
+            {"x": np.ones((4, 5)), "y": np.ones((4, 5))},
+            round_iterations=0,
+        )
