@@ -45,7 +45,7 @@ myst_heading_anchors = 3
 # written at build time and ignored by git).
 autosummary_generate = True
 autosummary_imported_members = True
-autodoc_default_options = {"members": True, "undoc-members": False}
+autodoc_default_options = {"members": False}
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
 autodoc_typehints_description_target = "documented"
@@ -55,7 +55,9 @@ autodoc_preserve_defaults = True
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 napoleon_use_rtype = False
-napoleon_use_ivar = True
+napoleon_use_ivar = False  # Attributes: as attribute entries
+# Attribute types are in the text; annotations would name private modules.
+napoleon_attr_annotations = False
 
 # Cross-links to the libraries jaxfit builds on. Off by default so that the
 # build needs no network (and cannot fail on an unreachable inventory); set
