@@ -10,11 +10,11 @@ the device while the current one runs. Two chains are compared:
   size is found by a stochastic Armijo line search on each batch.
 
 Prints the fitted against the true parameters and throughput, and writes
-``quickstart.png`` (data, fits and loss curves) next to this script; the plot
-needs matplotlib (``pip install "jaxfit[examples]"``).
+``quickstart.png`` (data, fits and loss curves) next to this script (or to
+``--out``); the plot needs matplotlib (``pip install "jaxfit[examples]"``).
 
 Run: ``python examples/quickstart.py [--points N] [--epochs E] [--batch-size B]
-[--no-progress]``
+[--no-progress] [--out PATH]``
 """
 
 from __future__ import annotations
@@ -48,6 +48,11 @@ def main():
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=4096)
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument(
+        "--out",
+        type=pathlib.Path,
+        default=pathlib.Path(__file__).with_name("quickstart.png"),
+    )
     args = parser.parse_args()
 
     rng = np.random.default_rng(0)
@@ -120,9 +125,8 @@ def main():
     right.set(xlabel="step", ylabel="batch loss", title="jaxfit.fit")
     right.legend()
     fig.tight_layout()
-    path = pathlib.Path(__file__).with_name("quickstart.png")
-    fig.savefig(path, dpi=100)
-    print(f"plot written to {path}")
+    fig.savefig(args.out, dpi=100)
+    print(f"plot written to {args.out}")
 
 
 if __name__ == "__main__":
