@@ -49,7 +49,6 @@ autodoc_default_options = {"members": False}
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
 autodoc_typehints_description_target = "documented"
-autodoc_preserve_defaults = True
 
 # Docstrings are Google style (Args:/Returns:/Example:).
 napoleon_google_docstring = True
