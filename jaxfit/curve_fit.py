@@ -24,6 +24,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from jaxfit import residuals as _res
+from jaxfit.transforms import least_squares as _ls
 from jaxfit.transforms.combine import apply_updates
 from jaxfit.transforms.least_squares import scale_by_levenberg_marquardt
 
@@ -77,6 +78,7 @@ def least_squares_solve(
     init_damping: float = 1e-3,
     jacobian_mode: str = "auto",
     jac: Callable | None = None,
+    chunk_rows: int | None = None,
 ) -> LeastSquaresSolution:
     """Minimises the robust cost of ``residual_fn`` in one ``lax.while_loop``.
 
@@ -96,7 +98,7 @@ def least_squares_solve(
       ftol, xtol, gtol: tolerances (scalars; may be traced).
       max_nfev: maximum residual evaluations; default ``100 * (n + 1)``,
         SciPy's budget with an exact Jacobian.
-      init_damping, jacobian_mode, jac: as
+      init_damping, jacobian_mode, jac, chunk_rows: as
         :func:`jaxfit.scale_by_levenberg_marquardt`.
 
     Returns:
@@ -125,6 +127,7 @@ def least_squares_solve(
         init_damping,
         jacobian_mode,
         jac,
+        chunk_rows,
     )
     carry = _lm_run(tx, stop_status, _lm_start(tx, params0), batch, None)
     return _solution(carry, ravel_pytree(params0)[0].dtype)
@@ -148,6 +151,7 @@ def _lm_solver(
     init_damping,
     jacobian_mode,
     jac,
+    chunk_rows=None,
 ):
     """The LM transformation and the status it gives a finished iteration."""
     if max_nfev is None:
@@ -161,6 +165,7 @@ def _lm_solver(
         f_scale=f_scale,
         jacobian_mode=jacobian_mode,
         jac=jac,
+        chunk_rows=chunk_rows,
     )
 
     def stop_status(params, state):
@@ -386,35 +391,43 @@ def _to_internal(p, lo, hi):
     )
 
 
-def _covariance(J, m, n):
+def _covariance(R, m, n):
     """SciPy's Moore-Penrose covariance ``(J^T J)^+`` and a rank flag.
 
-    The SVD is of ``R`` from a QR of ``J`` (same singular values, n x n).
+    From the SVD of ``R`` of a QR of ``J`` (the same singular values as
+    ``J``, in ``n x n``), with SciPy's relative cut-off.
     """
-    r = jnp.linalg.qr(J, mode="r")
-    _, s, vt = jnp.linalg.svd(r, full_matrices=False)
-    threshold = jnp.finfo(J.dtype).eps * jnp.maximum(m, n) * s[0]
+    _, s, vt = jnp.linalg.svd(R, full_matrices=False)
+    threshold = jnp.finfo(R.dtype).eps * jnp.maximum(m, n) * s[0]
     keep = s > threshold
     inv_s2 = jnp.where(keep, 1 / jnp.where(keep, s, 1.0) ** 2, 0.0)
     return (vt.T * inv_s2) @ vt, jnp.all(keep)
 
 
-def _fit_impl(model, loss, jac, full_output, x, y, extras, p0, lo, hi, options):
-    """The compiled body of ``curve_fit`` (one program per model and bucket)."""
+def _fit_impl(
+    model, loss, jac, full_output, chunk_rows, x, y, extras, p0, lo, hi, options
+):
+    """The compiled body of ``curve_fit`` (one program per model and bucket).
+
+    With ``chunk_rows`` (a 1-D ``x`` and a pointwise model) the normal
+    equations and the covariance's ``R`` are accumulated over row blocks,
+    so no ``m x n`` Jacobian is ever formed.
+    """
     f_scale, ftol, xtol, gtol, max_nfev, init_damping = options
     batch = {"x": x, "y": y, **extras}
     residual = _res.model_residual(model)
     residual_u = lambda u, b: residual(_to_external(u, lo, hi), b)
+
+    def weighted_jac(p, b):  # the user's model Jacobian, weighted and masked
+        Jm = jnp.asarray(jac(b["x"], *p), p.dtype).reshape(b["y"].size, -1)
+        return jax.vmap(lambda col: _res.weight_and_mask(col, b), 1, 1)(Jm)
+
     jac_u = None
     if jac is not None:
 
         def jac_u(u, b):
-            p = _to_external(u, lo, hi)
-            Jm = jnp.asarray(jac(b["x"], *p), u.dtype).reshape(y.size, -1)
-            Jw = jax.vmap(lambda col: _res.weight_and_mask(col, b), 1, 1)(Jm)
-            return (
-                Jw * jax.jvp(lambda v: _to_external(v, lo, hi), (u,), (1.0 + 0 * u,))[1]
-            )
+            slope = jax.jvp(lambda v: _to_external(v, lo, hi), (u,), (1.0 + 0 * u,))
+            return weighted_jac(_to_external(u, lo, hi), b) * slope[1]
 
     sol = least_squares_solve(
         residual_u,
@@ -428,21 +441,33 @@ def _fit_impl(model, loss, jac, full_output, x, y, extras, p0, lo, hi, options):
         max_nfev=max_nfev,
         init_damping=init_damping,
         jac=jac_u,
+        chunk_rows=chunk_rows,
     )
     popt = _to_external(sol.params, lo, hi)
+
     # Covariance in the user's parameters: the Jacobian there, reweighted for
     # a robust loss as SciPy's `res.jac`.
-    fn = lambda p: residual(p, batch)
-    if jac is None:
-        r, J = _res.residual_and_jacobian(fn, popt, "forward")
-    else:
-        r = fn(popt)
-        Jm = jnp.asarray(jac(x, *popt), popt.dtype).reshape(y.size, -1)
-        J = jax.vmap(lambda col: _res.weight_and_mask(col, batch), 1, 1)(Jm)
-    _, row = _res.robust_scaling(r, loss, f_scale)
-    J = J * row[:, None]
+    def residual_and_jac(b):
+        if jac is None:
+            r, J = _res.residual_and_jacobian(lambda p: residual(p, b), popt, "forward")
+        else:
+            r, J = residual(popt, b), weighted_jac(popt, b)
+        _, row = _res.robust_scaling(r, loss, f_scale)
+        return r, J * row[:, None]
+
     m = jnp.sum(extras["mask"]) if "mask" in extras else y.size
-    pcov, full_rank = _covariance(J, m, popt.size)
+    if chunk_rows is None:
+        r, J = residual_and_jac(batch)
+        R = jnp.linalg.qr(J, mode="r")
+    else:  # TSQR: R of [R; J_block] block by block (the same singular values)
+        R = jnp.zeros((popt.size, popt.size), popt.dtype)
+        blocks = _ls._row_blocks(batch, chunk_rows)
+        qr = lambda R, b: (
+            jnp.linalg.qr(jnp.concatenate([R, residual_and_jac(b)[1]]), mode="r"),
+            None,
+        )
+        R = jax.lax.scan(qr, R, blocks)[0]
+    pcov, full_rank = _covariance(R, m, popt.size)
     out = {
         "popt": popt,
         "pcov": pcov,
@@ -455,12 +480,13 @@ def _fit_impl(model, loss, jac, full_output, x, y, extras, p0, lo, hi, options):
         "m": m,
     }
     if full_output:
-        out["fun"] = r
-        out["jac"] = J
+        out["fun"], out["jac"] = (
+            (r, J) if chunk_rows is None else residual_and_jac(batch)
+        )
     return out
 
 
-_fit = jax.jit(_fit_impl, static_argnums=(0, 1, 2, 3))
+_fit = jax.jit(_fit_impl, static_argnums=(0, 1, 2, 3, 4))
 
 
 class CurveFitResult(NamedTuple):
@@ -518,7 +544,62 @@ def _feasible_start(lb, ub):
     return p0
 
 
-_OPTIONS = ("ftol", "xtol", "gtol", "max_nfev", "maxfev", "init_damping", "pad")
+_OPTIONS = (
+    "ftol",
+    "xtol",
+    "gtol",
+    "max_nfev",
+    "maxfev",
+    "init_damping",
+    "pad",
+    "chunk_rows",
+)
+
+# Data of at least this many (padded) points is fitted in row blocks of
+# _CHUNK_ROWS when the model is pointwise: a dense Jacobian of a 1e7-point,
+# 8-parameter fit alone is 640 MB. Buckets this large are multiples of it.
+_CHUNK_FROM = 1 << 20
+_CHUNK_ROWS = 1 << 16
+
+
+def _is_pointwise(f, x, p0, k=8):
+    """Whether ``f``'s value at a point depends on that point alone.
+
+    A probe, not a proof: ``f`` on the first ``2k`` points must equal ``f``
+    on each half (a model that normalises by ``x.max()``, sums over ``x``
+    or uses positions like ``arange`` fails it).
+    """
+    try:
+        both = np.asarray(f(jnp.asarray(x[: 2 * k]), *p0))
+        halves = [np.asarray(f(jnp.asarray(x[i : i + k]), *p0)) for i in (0, k)]
+    except Exception:
+        return False
+    if both.shape != (2 * k,) or any(h.shape != (k,) for h in halves):
+        return False
+    return bool(np.allclose(both, np.concatenate(halves), rtol=1e-12, atol=0))
+
+
+def _chunk_rows(requested, f, x, extras, p0):
+    """Rows per block for ``_fit`` (None: the whole Jacobian at once)."""
+    size = len(x) if np.ndim(x) == 1 else None
+    if requested is not None:  # the user's choice (0 or False: off)
+        if not requested:
+            return None
+        if np.ndim(x) != 1 or "scale_tril" in extras or size % int(requested):
+            raise ValueError(
+                "`chunk_rows` needs 1-D `xdata`, 1-D `sigma` and a divisor of "
+                f"the padded length, got {requested!r}"
+            )
+        return int(requested)
+    if (
+        size is None
+        or size < _CHUNK_FROM
+        or size % _CHUNK_ROWS
+        or "scale_tril" in extras
+        or not _is_pointwise(f, x, p0)
+    ):
+        return None
+    return _CHUNK_ROWS
 
 
 def curve_fit(
@@ -740,8 +821,20 @@ def curve_fit(
                 kwargs.get("init_damping", 1e-3),
             )
         )
+        chunk_rows = _chunk_rows(kwargs.get("chunk_rows"), f, x, extras, p0)
         out = _fit(
-            f, loss, user_jac, full_output, x, ydata, extras, p0, lb, ub, options
+            f,
+            loss,
+            user_jac,
+            full_output,
+            chunk_rows,
+            x,
+            ydata,
+            extras,
+            p0,
+            lb,
+            ub,
+            options,
         )
         out = jax.device_get(out)
 

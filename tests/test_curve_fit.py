@@ -367,3 +367,28 @@ def test_solve_many_bad_input_names_the_argument():
             {"x": np.ones((4, 5)), "y": np.ones((4, 5))},
             round_iterations=0,
         )
+
+
+def test_row_blocks_give_the_dense_fit_and_covariance():
+    f = lambda x, a, k, c: a * jnp.exp(-k * x) + c
+    x = np.linspace(0, 4, 1000)
+    y = f(x, 2.0, 0.7, 0.3) + 0.01 * np.random.default_rng(8).normal(size=1000)
+    sigma = np.full(1000, 0.01)
+    kw = dict(p0=[1.0, 1.0, 0.0], sigma=sigma, full_output=True)
+    dense = jaxfit.curve_fit(f, x, y, chunk_rows=0, **kw)
+    blocks = jaxfit.curve_fit(f, x, y, chunk_rows=64, **kw)  # 1024 padded rows
+    np.testing.assert_allclose(blocks.popt, dense.popt, rtol=1e-12)
+    np.testing.assert_allclose(blocks.pcov, dense.pcov, rtol=1e-10)
+    assert blocks.nfev == dense.nfev
+    np.testing.assert_allclose(blocks.jac, dense.jac, rtol=1e-12)
+    with pytest.raises(ValueError, match="chunk_rows"):
+        jaxfit.curve_fit(f, x, y, p0=[1.0, 1.0, 0.0], chunk_rows=100)
+
+
+def test_pointwise_probe_keeps_models_that_couple_points_whole():
+    module = __import__("sys").modules["jaxfit.curve_fit"]
+    x = np.linspace(0, 1, 64)
+    assert module._is_pointwise(lambda x, a: a * jnp.exp(x), x, [1.0])
+    assert not module._is_pointwise(lambda x, a: a * x / x.max(), x, [1.0])
+    assert not module._is_pointwise(lambda x, a: a * jnp.cumsum(x), x, [1.0])
+    assert not module._is_pointwise(lambda x, a: a * jnp.arange(x.size), x, [1.0])

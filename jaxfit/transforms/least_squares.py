@@ -75,8 +75,12 @@ class ScaleByLevenbergMarquardtState(NamedTuple):
     valid: jax.Array
 
 
-def _checked_options(loss, f_scale, jacobian_mode, jac):
+def _checked_options(loss, f_scale, jacobian_mode, jac, chunk_rows=None):
     _res._check_loss(loss)
+    if chunk_rows is not None:
+        _checks.positive_int("chunk_rows", chunk_rows)
+        if jacobian_mode == "matrix_free":
+            raise ValueError("`chunk_rows` needs a dense Jacobian, not matrix_free")
     _checks.positive("f_scale", f_scale)
     if jacobian_mode not in _res.JACOBIAN_MODES:
         raise ValueError(
@@ -91,17 +95,86 @@ def _checked_options(loss, f_scale, jacobian_mode, jac):
 
 def _flat_problem(residual_fn, params, batch):
     flat, unravel = ravel_pytree(params)
-    flat_fn = lambda x: jnp.ravel(residual_fn(unravel(x), batch)).astype(x.dtype)
-    return flat, unravel, flat_fn
+    return flat, unravel, _flat_fn(residual_fn, unravel, batch)
 
 
-def _mode_for(flat, r_shape_fn, jacobian_mode, jac):
+def _flat_fn(residual_fn, unravel, batch):
+    return lambda x: jnp.ravel(residual_fn(unravel(x), batch)).astype(x.dtype)
+
+
+def _row_blocks(batch, chunk_rows):
+    """``batch`` with every leaf's leading axis split into blocks of rows."""
+
+    def split(a):
+        a = jnp.asarray(a)
+        if a.ndim == 0 or a.shape[0] % chunk_rows:
+            raise ValueError(
+                f"`chunk_rows`={chunk_rows} must divide the leading axis of every "
+                f"batch leaf, got a leaf of shape {a.shape}"
+            )
+        return a.reshape(a.shape[0] // chunk_rows, chunk_rows, *a.shape[1:])
+
+    return jax.tree.map(split, batch)
+
+
+def blockwise_sum(fn: Callable, batch: Any, chunk_rows: int | None) -> Any:
+    """``fn(batch)``, or with ``chunk_rows`` the sum of ``fn`` over row blocks.
+
+    The blocks run in a ``lax.scan``, so only one block's intermediates
+    (e.g. its ``chunk_rows x n`` Jacobian) are alive at a time. Valid when
+    ``fn`` is a sum over rows, each depending only on the same batch row.
+    """
+    if chunk_rows is None:
+        return fn(batch)
+    blocks = _row_blocks(batch, chunk_rows)
+    first = jax.tree.map(lambda a: a[0], blocks)
+    zero = jax.tree.map(
+        lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(fn, first)
+    )
+    add = lambda acc, block: (jax.tree.map(jnp.add, acc, fn(block)), None)
+    return jax.lax.scan(add, zero, blocks)[0]
+
+
+def _mode_for(flat, r_shape_fn, jacobian_mode, jac, chunked=False):
     if jac is not None:
         return "user"
     if jacobian_mode != "auto":
         return jacobian_mode
     m = jax.eval_shape(r_shape_fn, flat).shape[0]
-    return _res.jacobian_mode(flat.size, m, "auto", flat.dtype.itemsize)
+    mode = _res.jacobian_mode(flat.size, m, "auto", flat.dtype.itemsize)
+    # A block's dense Jacobian is small by construction.
+    return "reverse" if chunked and mode == "matrix_free" else mode
+
+
+def _dense_normal_equations(residual_fn, params, batch, opts, chunk_rows):
+    """``(cost, J^T J, J^T r)`` summed over row blocks of ``batch``."""
+    jacobian_mode, jac, loss, f_scale = opts
+    flat, unravel = ravel_pytree(params)
+    first = (
+        batch
+        if chunk_rows is None
+        else jax.tree.map(lambda a: a[0], _row_blocks(batch, chunk_rows))
+    )
+    mode = _mode_for(
+        flat,
+        _flat_fn(residual_fn, unravel, first),
+        jacobian_mode,
+        jac,
+        chunked=chunk_rows is not None,
+    )
+
+    def block(b):
+        fn = _flat_fn(residual_fn, unravel, b)
+        return _normal_equations(fn, flat, mode, jac, unravel, b, loss, f_scale)
+
+    return blockwise_sum(block, batch, chunk_rows)
+
+
+def _cost_at(residual_fn, unravel, flat, batch, loss, f_scale, chunk_rows):
+    cost = lambda b: _res.robust_cost(
+        _flat_fn(residual_fn, unravel, b)(flat), loss, f_scale
+    )
+    return blockwise_sum(cost, batch, chunk_rows)
 
 
 def _normal_equations(flat_fn, flat, mode, jac, unravel, batch, loss, f_scale):
@@ -227,6 +300,7 @@ def scale_by_gauss_newton(
     f_scale: float = 1.0,
     jacobian_mode: str = "auto",
     jac: Callable | None = None,
+    chunk_rows: int | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     """Replaces the updates by the Gauss-Newton step ``d``.
 
@@ -244,6 +318,11 @@ def scale_by_gauss_newton(
         (conjugate gradients on ``J^T J v``); see :func:`jaxfit.jacobian_mode`.
       jac: optional ``jac(params, batch) -> J``, the ``m x n`` Jacobian with
         respect to the flattened params.
+      chunk_rows: if set, ``J^T J``, ``J^T r`` and the cost are summed over
+        blocks of this many rows of ``batch`` (every leaf's leading axis,
+        which it must divide) in a ``lax.scan``: memory for one block's
+        Jacobian instead of all ``m`` rows. Only for residuals whose row
+        ``i`` depends on batch row ``i`` alone (pointwise models).
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``; ``update`` needs
@@ -262,7 +341,8 @@ def scale_by_gauss_newton(
       >>> updates['a']
       Array(2., dtype=float32)
     """
-    _checked_options(loss, f_scale, jacobian_mode, jac)
+    _checked_options(loss, f_scale, jacobian_mode, jac, chunk_rows)
+    opts = (jacobian_mode, jac, loss, f_scale)
 
     def init_fn(params):
         _checks.params(params)
@@ -275,13 +355,13 @@ def scale_by_gauss_newton(
         if params is None:
             raise ValueError("scale_by_gauss_newton needs `params` in update")
         flat, unravel, flat_fn = _flat_problem(residual_fn, params, batch)
-        mode = _mode_for(flat, flat_fn, jacobian_mode, jac)
+        mode = "dense" if chunk_rows else _mode_for(flat, flat_fn, jacobian_mode, jac)
         if mode == "matrix_free":
             cost, matvec, g = _matrix_free(flat_fn, flat, loss, f_scale)
             step, _ = jax.scipy.sparse.linalg.cg(matvec, -g, maxiter=4 * flat.size)
         else:
-            cost, A, g = _normal_equations(
-                flat_fn, flat, mode, jac, unravel, batch, loss, f_scale
+            cost, A, g = _dense_normal_equations(
+                residual_fn, params, batch, opts, chunk_rows
             )
             step = gauss_newton_step(A, g)
         new_state = ScaleByGaussNewtonState(
@@ -302,6 +382,7 @@ def scale_by_levenberg_marquardt(
     f_scale: float = 1.0,
     jacobian_mode: str = "auto",
     jac: Callable | None = None,
+    chunk_rows: int | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     """Replaces the updates by a Levenberg-Marquardt step, or by zeros.
 
@@ -320,7 +401,8 @@ def scale_by_levenberg_marquardt(
     Args:
       residual_fn: ``(params, batch) -> r``, a 1-D residual vector.
       init_damping: the initial ``lambda``; > 0.
-      loss, f_scale, jacobian_mode, jac: as in :func:`scale_by_gauss_newton`.
+      loss, f_scale, jacobian_mode, jac, chunk_rows: as in
+        :func:`scale_by_gauss_newton`.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` with a
@@ -345,7 +427,8 @@ def scale_by_levenberg_marquardt(
       >>> round(float(params['a']), 4), round(float(params['k']), 4)
       (2.0, -1.5)
     """
-    _checked_options(loss, f_scale, jacobian_mode, jac)
+    _checked_options(loss, f_scale, jacobian_mode, jac, chunk_rows)
+    opts = (jacobian_mode, jac, loss, f_scale)
     _checks.positive("init_damping", init_damping)
 
     def init_fn(params):
@@ -382,7 +465,7 @@ def scale_by_levenberg_marquardt(
             raise ValueError("scale_by_levenberg_marquardt needs `params` in update")
         flat, unravel, flat_fn = _flat_problem(residual_fn, params, batch)
         dtype = flat.dtype
-        mode = _mode_for(flat, flat_fn, jacobian_mode, jac)
+        mode = "dense" if chunk_rows else _mode_for(flat, flat_fn, jacobian_mode, jac)
         if mode == "matrix_free":
             cost, normal_matvec, g = _matrix_free(flat_fn, flat, loss, f_scale)
             scale = jnp.ones_like(flat)
@@ -391,8 +474,8 @@ def scale_by_levenberg_marquardt(
             reuse = state.valid & jnp.all(flat == state.base)
 
             def compute(_):
-                return _normal_equations(
-                    flat_fn, flat, mode, jac, unravel, batch, loss, f_scale
+                return _dense_normal_equations(
+                    residual_fn, params, batch, opts, chunk_rows
                 )
 
             cached = lambda _: (state.cost, state.hessian, state.gradient)
@@ -409,7 +492,9 @@ def scale_by_levenberg_marquardt(
         else:
             step = damped_step(A, g, damping, scale)
         step = step.astype(dtype)
-        new_cost = _res.robust_cost(flat_fn(flat + step), loss, f_scale).astype(dtype)
+        new_cost = _cost_at(
+            residual_fn, unravel, flat + step, batch, loss, f_scale, chunk_rows
+        ).astype(dtype)
         actual, predicted, ratio = gain_ratio(cost, new_cost, step, g, damping, scale)
         accepted, new_damping, new_nu = nielsen_update(ratio, damping, state.nu)
         new_nu = new_nu.astype(dtype)
