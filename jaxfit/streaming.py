@@ -106,7 +106,11 @@ def fit(
       chunk_bytes: host/device budget for chunks (two are alive at once);
         default 256 MiB.
       mesh: a 1-D ``jax.sharding.Mesh``: batches are split over its devices,
-        params replicated, XLA inserts the gradient all-reduce.
+        params replicated, XLA inserts the gradient all-reduce. After
+        ``jax.distributed.initialize`` the mesh may span several processes:
+        each passes its own ``data`` (its share of the rows) and
+        ``batch_size`` is per process, so a step sees ``batch_size *
+        jax.process_count()`` rows.
       progress: show a tqdm progress bar with loss and throughput.
       callback: called after each chunk with a :class:`ChunkInfo`; return
         True to stop.
@@ -159,10 +163,11 @@ def fit(
             f"into batches of {batch_size}: add a `mask` parameter (see "
             "jaxfit.masked_mean) so the last batch can be padded"
         )
-    if mesh is not None and batch_size % mesh.size:
+    # With several processes, batch_size is each process's share of a step.
+    if mesh is not None and batch_size * jax.process_count() % mesh.size:
         raise ValueError(
-            f"`batch_size`={batch_size} must divide evenly over the mesh's "
-            f"{mesh.size} devices"
+            f"`batch_size`={batch_size} (per process) must divide evenly over "
+            f"the mesh's {mesh.size // jax.process_count()} devices per process"
         )
 
     state = init_fit_state(params, tx, key)
@@ -198,6 +203,13 @@ def fit(
             # may_alias: on CPU an aligned host chunk (a memmap slice, for
             # one) becomes the device buffer without a copy.
             return jax.device_put(chunk, may_alias=True)
+        if jax.process_count() > 1:
+            # Several hosts: each passes its own rows; the global batch is
+            # their concatenation along the batch axis.
+            return jax.tree.map(
+                lambda a: jax.make_array_from_process_local_data(batch_sharded, a),
+                chunk,
+            )
         return jax.device_put(chunk, batch_sharded)
 
     run = _compiled_runner(loss, tx)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -281,6 +282,28 @@ def test_mesh_over_four_cpu_devices_equals_one_device():
     )
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.strip() == "ok 4"
+
+
+def test_two_processes_each_streaming_their_own_rows_equal_one_process():
+    # jax.distributed over two CPU processes (Gloo), 2 devices each: each
+    # passes its own rows and batch_size; the global step sees both halves.
+    with socket.socket() as probe:
+        probe.bind(("localhost", 0))
+        port = probe.getsockname()[1]
+    script = os.path.join(os.path.dirname(__file__), "_multi_host_fit.py")
+    procs = [
+        subprocess.Popen(
+            [sys.executable, script, str(pid), str(port), os.path.dirname(__file__)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for pid in (0, 1)
+    ]
+    outs = [proc.communicate(timeout=300) for proc in procs]
+    for pid, (proc, (out, err)) in enumerate(zip(procs, outs, strict=True)):
+        assert proc.returncode == 0, err[-3000:]
+        assert out.strip().splitlines()[-1] == f"ok {pid} 2 4"
 
 
 @pytest.mark.parametrize(
