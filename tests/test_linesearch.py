@@ -674,12 +674,12 @@ def test_exhausted_backtracking_takes_the_last_decrease_or_no_step():
     chex.assert_trees_all_equal(updates, jnp.zeros(1))
     assert not bool(state.info.conditions_met)
     assert float(state.learning_rate) == 0.0
-    # The next update restarts from max_learning_rate (Optax's stays at 0).
+    # The next search goes on below the failed trial (Optax's stays at 0).
     updates, state = tx.update(
         -0.1 * grad, state, w, value=value, grad=grad, value_fn=fn
     )
     assert bool(state.info.conditions_met)
-    np.testing.assert_allclose(state.learning_rate, 1.9)
+    np.testing.assert_allclose(state.learning_rate, 1.9 * 0.8, rtol=1e-6)
     # Trials in (0.1, 1) decrease f but miss Armijo with slope_rtol=0.9: the
     # last one is taken, and its gradient stored for the next step.
     tx = jaxfit.scale_by_backtracking_linesearch(
@@ -694,6 +694,26 @@ def test_exhausted_backtracking_takes_the_last_decrease_or_no_step():
     np.testing.assert_allclose(state.value, fn(w + updates), rtol=1e-6)
     np.testing.assert_allclose(state.grad, 2 * (w + updates), rtol=1e-6)
     assert int(state.info.num_evaluations) == 3
+
+
+def test_backtracking_whose_budget_stops_above_the_needed_step_still_moves():
+    # f = 50 w^2 needs t < 0.02 along -grad; 3 trials from 10 reach only 5.1:
+    # every search fails, and each goes on below the last one's shortest
+    # trial until a step fits (restarting from 10 would stall for ever).
+    fn = lambda w: 50 * jnp.sum(w**2)
+    tx = jaxfit.scale_by_backtracking_linesearch(3, max_learning_rate=10.0)
+    w = jnp.array([1.0])
+    state = tx.init(w)
+    step = jax.jit(
+        lambda w, state: tx.update(
+            -jax.grad(fn)(w), state, w, value=fn(w), grad=jax.grad(fn)(w), value_fn=fn
+        )
+    )
+    for _ in range(30):
+        updates, state = step(w, state)
+        w = w + updates
+    assert bool(state.info.conditions_met)
+    assert float(fn(w)) < 1e-3 * 50.0  # from f = 50; restarting from 10: stuck
 
 
 def test_zoom_stops_at_max_learning_rate_with_decrease():

@@ -84,12 +84,14 @@ class ScaleByBacktrackingLinesearchState(NamedTuple):
       value: the objective at the new params (``value`` when no step).
       grad: the gradient at the new params with ``store_grad=True``, else None.
       info: a :class:`LinesearchInfo`.
+      next_learning_rate: the first trial of the next search.
     """
 
     learning_rate: jax.Array
     value: jax.Array
     grad: optax.Updates | None
     info: LinesearchInfo
+    next_learning_rate: jax.Array
 
 
 class ScaleByZoomLinesearchState(NamedTuple):
@@ -335,8 +337,9 @@ def scale_by_backtracking_linesearch(
     the next by 10x instead of ``decrease_factor``; if no trial satisfies
     Armijo, the last (shortest) trial is taken if its value is below
     ``value`` (flagged by ``info.conditions_met = False``), else no step.
-    After a step of 0 the next search restarts from ``max_learning_rate``
-    (Optax's stays at 0).
+    After a failed search the next one goes on below its shortest trial
+    (Optax's stays at 0; restarting from
+    ``max_learning_rate`` would retry the same too-long steps forever).
 
     Args:
       max_backtracking_steps: the most trials per update; an integer >= 1.
@@ -401,6 +404,7 @@ def scale_by_backtracking_linesearch(
             value=jnp.full([], jnp.inf, dtype),
             grad=_checks.zeros_like(params) if store_grad else None,
             info=_init_info(dtype),
+            next_learning_rate=jnp.asarray(max_learning_rate, dtype),
         )
 
     def update_fn(updates, state, params, *, value, grad, value_fn, **extra_args):
@@ -411,12 +415,7 @@ def scale_by_backtracking_linesearch(
             updates, grad, dtype, descent_safeguard
         )
         searchable = searchable & jnp.isfinite(value)
-        previous = state.learning_rate
-        guess = jnp.where(
-            previous > 0,
-            jnp.minimum(increase_factor * previous, max_learning_rate),
-            max_learning_rate,
-        ).astype(dtype)
+        guess = state.next_learning_rate
         slack = atol + rtol * jnp.abs(value)
         one = jnp.ones([], dtype)
         stored_grad = state.grad
@@ -489,11 +488,25 @@ def scale_by_backtracking_linesearch(
             decrease_error=jnp.where(carry.count > 0, decrease_error, 0).astype(dtype),
             curvature_error=jnp.zeros([], dtype),
         )
+        # The next search starts above a step taken; after trials that all
+        # failed it goes on below the shortest one (a search whose steps are
+        # all too long must not restart from the same steps forever), and
+        # from max_learning_rate once that underflows.
+        below = carry.step * decrease_factor
+        next_step = jnp.where(
+            step > 0,
+            jnp.minimum(increase_factor * step, max_learning_rate),
+            jnp.where(carry.count > 0, below, guess),
+        )
+        next_step = jnp.where(
+            next_step > jnp.finfo(dtype).tiny, next_step, max_learning_rate
+        )
         new_state = ScaleByBacktrackingLinesearchState(
             learning_rate=step.astype(dtype),
             value=new_value.astype(dtype),
             grad=carry.grad,
             info=info,
+            next_learning_rate=next_step.astype(dtype),
         )
         return _scaled(step, direction), new_state
 
