@@ -123,8 +123,9 @@ def batch(n_fits, repeats):
 
     def run_many():  # the same solver, compacting the running fits in rounds
         with jax.enable_x64(True):
-            batch = {"x": np.broadcast_to(x, ys.shape), "y": ys}
-            sol = jaxfit.least_squares_solve_many(residual, np.ones((n_fits, 3)), batch)
+            sol = jaxfit.least_squares_solve_many(
+                residual, np.ones((n_fits, 3)), {"y": ys}, shared={"x": x}
+            )
             return np.asarray(sol.params)
 
     first, jax_time, params = _timed(run_many, repeats)

@@ -235,6 +235,7 @@ def least_squares_solve_many(
     params0: Any,
     batch: Any = None,
     *,
+    shared: Any = None,
     round_iterations: int = 8,
     loss: str = "linear",
     f_scale: Any = 1.0,
@@ -261,16 +262,20 @@ def least_squares_solve_many(
       residual_fn: ``(params, batch) -> r`` for one fit.
       params0: starting params, each leaf with a leading axis of fits.
       batch: data, each leaf with the same leading axis (or None).
+      shared: a dict of data common to every fit (no leading axis), merged
+        into each fit's dict ``batch``: e.g. ``{"x": x}`` with
+        ``batch={"y": ys}`` for :func:`jaxfit.model_residual`.
       round_iterations: LM iterations in the first round; > 0.
-      loss, f_scale, ftol, xtol, gtol, max_nfev, init_damping,
-        jacobian_mode, jac: as :func:`least_squares_solve` (shared by all
-        fits).
+      options: ``loss``, ``f_scale``, ``ftol``, ``xtol``, ``gtol``,
+        ``max_nfev``, ``init_damping``, ``jacobian_mode`` and ``jac``, as
+        :func:`least_squares_solve` (the same for every fit).
 
     Returns:
       A :class:`LeastSquaresSolution` whose leaves have the leading axis.
 
     Raises:
-      ValueError: leaves with different leading sizes, or a bad option.
+      ValueError: leaves with different leading sizes, ``shared`` with a
+        batch that is not a dict, or a bad option.
 
     Example:
       >>> import jax.numpy as jnp, jaxfit
@@ -279,6 +284,11 @@ def least_squares_solve_many(
       >>> ys = jnp.stack([2.0 * jnp.exp(-x), 3.0 * jnp.exp(0.5 * x)])
       >>> sol = jaxfit.least_squares_solve_many(
       ...     res, jnp.ones((2, 2)), (jnp.stack([x, x]), ys))
+      >>> model = jaxfit.model_residual(lambda x, a, k: a * jnp.exp(k * x))
+      >>> same = jaxfit.least_squares_solve_many(
+      ...     model, jnp.ones((2, 2)), {"y": ys}, shared={"x": x})
+      >>> bool(jnp.allclose(same.params, sol.params, atol=1e-5))
+      True
       >>> sol.params.round(4), bool((sol.status > 0).all())
       (Array([[ 2. , -1. ],
              [ 3. ,  0.5]], dtype=float32), True)
@@ -297,6 +307,12 @@ def least_squares_solve_many(
             f"got leading sizes {sorted(map(str, sizes))}"
         )
     (n_fits,) = sizes
+    if shared is not None and not isinstance(batch, dict):
+        raise ValueError(
+            "`shared` is merged into a dict `batch`, got a batch of type "
+            f"{type(batch).__name__}"
+        )
+    shared = jax.tree.map(jnp.asarray, shared)
     static = (residual_fn, loss, float(init_damping), jacobian_mode, jac)
     options = (*map(jnp.asarray, (f_scale, ftol, xtol, gtol)), max_nfev)
     carry = _many_start(static, params0)
@@ -312,7 +328,7 @@ def least_squares_solve_many(
         )
         lanes = np.concatenate([running, np.full(size - running.size, running[-1])])
         carry, status = _many_round(
-            static, carry, batch, jnp.asarray(lanes), options, cap
+            static, carry, batch, shared, jnp.asarray(lanes), options, cap
         )
         running = running[np.asarray(status)[: running.size] == _RUNNING]
         cap *= 2
@@ -345,13 +361,14 @@ def _many_start(static, params0):
     return jax.vmap(lambda p: _lm_start(tx, p))(params0)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 5), donate_argnums=1)
-def _many_round(static, carry, batch, lanes, options, max_iterations):
+@functools.partial(jax.jit, static_argnums=(0, 6), donate_argnums=1)
+def _many_round(static, carry, batch, shared, lanes, options, max_iterations):
     """Runs the fits ``lanes`` for up to ``max_iterations`` more; scatters back."""
     take = lambda tree: jax.tree.map(lambda a: a[lanes], tree)
 
     def run(c, b):
         tx, stop_status = _many_solver(static, c.params, options)
+        b = b if shared is None else {**shared, **b}
         return _lm_run(tx, stop_status, c, b, max_iterations)
 
     out = jax.vmap(run)(take(carry), take(batch))
@@ -626,7 +643,7 @@ def curve_fit(
     ``jax.enable_x64`` (the global JAX configuration is left alone) and
     returns NumPy arrays. Every method (``lm``, ``trf``, ``dogbox``) runs
     jaxfit's Levenberg-Marquardt loop on the device; bounds are handled by a
-    smooth change of variables (see ``docs/least_squares.md``) and ``pcov``
+    smooth change of variables (see ``docs/curve_fit.md``) and ``pcov``
     is in the user's parameters. Data is padded to one of 8 sizes per octave
     with a mask, so refits of other lengths reuse compiled code.
 

@@ -48,7 +48,16 @@ class FitResult(NamedTuple):
 
 
 class ChunkInfo(NamedTuple):
-    """What the per-chunk ``callback`` receives."""
+    """What the per-chunk ``callback`` receives.
+
+    Attributes:
+      epoch: the epoch (from 0).
+      chunk: the chunk's index within the epoch.
+      state: the :class:`~jaxfit.FitState` after the chunk.
+      metrics: per-step arrays (``loss``, ``grad_norm``, ...) of the chunk's
+        real steps: the all-padding steps that fill the last chunk are left
+        out, as in the history.
+    """
 
     epoch: int
     chunk: int
@@ -253,14 +262,13 @@ def fit(
             pending = None
             host = jax.device_get(metrics)
             real = host.pop("real")
+            host = {name: values[real] for name, values in host.items()}
             for name, values in host.items():
-                history.setdefault(name, []).append(values[real])
-            epoch_losses.append(host["loss"][real])
+                history.setdefault(name, []).append(values)
+            epoch_losses.append(host["loss"])
             if bar is not None:
                 bar.update(int(real.sum()))
-                bar.set_postfix(
-                    loss=f"{np.nanmean(host['loss'][real]):.4g}", epoch=epoch_of
-                )
+                bar.set_postfix(loss=f"{np.nanmean(host['loss']):.4g}", epoch=epoch_of)
             return host
 
         stream = _data.prefetch(epoch_chunks(), put_item)

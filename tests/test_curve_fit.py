@@ -392,3 +392,20 @@ def test_pointwise_probe_keeps_models_that_couple_points_whole():
     assert not module._is_pointwise(lambda x, a: a * x / x.max(), x, [1.0])
     assert not module._is_pointwise(lambda x, a: a * jnp.cumsum(x), x, [1.0])
     assert not module._is_pointwise(lambda x, a: a * jnp.arange(x.size), x, [1.0])
+
+
+def test_solve_many_shared_data_equals_repeating_it_per_fit():
+    residual = jaxfit.model_residual(lambda x, a, k, c: a * jnp.exp(-k * x) + c)
+    xs, ys = _decays(5, 25, seed=9)
+    with jax.enable_x64(True):
+        repeated = jaxfit.least_squares_solve_many(
+            residual, np.ones((5, 3)), {"x": xs, "y": ys}
+        )
+        shared = jaxfit.least_squares_solve_many(
+            residual, np.ones((5, 3)), {"y": ys}, shared={"x": xs[0]}
+        )
+    np.testing.assert_allclose(shared.params, repeated.params, rtol=1e-12)
+    with pytest.raises(ValueError, match="`shared`"):
+        jaxfit.least_squares_solve_many(
+            residual, np.ones((5, 3)), (xs, ys), shared={"x": xs[0]}
+        )

@@ -365,3 +365,25 @@ def test_resuming_a_finished_fit_returns_it_unchanged(tmp_path):
     again = jaxfit.fit(loss, TX, PARAMS, (x, y), resume_from=path, **kwargs)
     assert again.epochs == 2
     chex.assert_trees_all_equal(again.params, done.params)
+
+
+def test_callback_metrics_hold_only_the_real_steps_of_a_chunk():
+    x, y = make_data(1000)  # 16 batches of 64 (the last ragged), chunks of 3
+    lengths = []
+
+    def callback(info):
+        lengths.append(len(info.metrics["loss"]))
+        assert np.all(np.isfinite(info.metrics["loss"]))
+
+    jaxfit.fit(
+        loss,
+        TX,
+        PARAMS,
+        (x, y),
+        batch_size=64,
+        chunk_batches=3,
+        shuffle=False,
+        progress=False,
+        callback=callback,
+    )
+    assert lengths == [3, 3, 3, 3, 3, 1]
