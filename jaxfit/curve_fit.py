@@ -667,7 +667,9 @@ def curve_fit(
         the mask) or ``'propagate'``.
       loss, f_scale: robust loss as SciPy's ``least_squares``.
       **kwargs: ``ftol``, ``xtol``, ``gtol`` (default 1e-8), ``max_nfev``
-        (or ``maxfev``), ``init_damping``, ``pad`` (default True).
+        (or ``maxfev``), ``init_damping``, ``pad`` (default True),
+        ``chunk_rows`` (default: row blocks of 65536 from 2**20 points of a
+        pointwise model; 0 turns them off).
 
     Returns:
       ``(popt, pcov)``, or a :class:`CurveFitResult` with ``full_output``.
