@@ -118,16 +118,13 @@ def least_squares_solve(
     tx, stop_status = _lm_solver(
         residual_fn,
         params0,
-        loss,
-        f_scale,
-        ftol,
-        xtol,
-        gtol,
-        max_nfev,
-        init_damping,
-        jacobian_mode,
-        jac,
-        chunk_rows,
+        (ftol, xtol, gtol, max_nfev),
+        init_damping=init_damping,
+        loss=loss,
+        f_scale=f_scale,
+        jacobian_mode=jacobian_mode,
+        jac=jac,
+        chunk_rows=chunk_rows,
     )
     carry = _lm_run(tx, stop_status, _lm_start(tx, params0), batch, None)
     return _solution(carry, ravel_pytree(params0)[0].dtype)
@@ -139,34 +136,18 @@ class _Carry(NamedTuple):
     status: jax.Array
 
 
-def _lm_solver(
-    residual_fn,
-    params0,
-    loss,
-    f_scale,
-    ftol,
-    xtol,
-    gtol,
-    max_nfev,
-    init_damping,
-    jacobian_mode,
-    jac,
-    chunk_rows=None,
-):
-    """The LM transformation and the status it gives a finished iteration."""
+def _lm_solver(residual_fn, params0, tolerances, **lm_options):
+    """The LM transformation and the status it gives a finished iteration.
+
+    ``tolerances`` is ``(ftol, xtol, gtol, max_nfev)``; ``lm_options`` go to
+    :func:`jaxfit.scale_by_levenberg_marquardt`.
+    """
+    ftol, xtol, gtol, max_nfev = tolerances
     if max_nfev is None:
         # SciPy's budget with an exact Jacobian (MINPACK lmder): jaxfit's is
         # autodiff, so it is not charged n evaluations as finite differences.
         max_nfev = 100 * (ravel_pytree(params0)[0].size + 1)
-    tx = scale_by_levenberg_marquardt(
-        residual_fn,
-        init_damping=init_damping,
-        loss=loss,
-        f_scale=f_scale,
-        jacobian_mode=jacobian_mode,
-        jac=jac,
-        chunk_rows=chunk_rows,
-    )
+    tx = scale_by_levenberg_marquardt(residual_fn, **lm_options)
 
     def stop_status(params, state):
         base_cost = jnp.where(
@@ -337,19 +318,16 @@ def least_squares_solve_many(
 
 def _many_solver(static, params, options):
     residual_fn, loss, init_damping, jacobian_mode, jac = static
-    f_scale, ftol, xtol, gtol, max_nfev = options
+    f_scale, *tolerances = options
     return _lm_solver(
         residual_fn,
         params,
-        loss,
-        f_scale,
-        ftol,
-        xtol,
-        gtol,
-        max_nfev,
-        init_damping,
-        jacobian_mode,
-        jac,
+        tolerances,
+        loss=loss,
+        f_scale=f_scale,
+        init_damping=init_damping,
+        jacobian_mode=jacobian_mode,
+        jac=jac,
     )
 
 
