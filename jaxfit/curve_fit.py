@@ -309,7 +309,7 @@ def least_squares_solve_many(
         )
         lanes = np.concatenate([running, np.full(size - running.size, running[-1])])
         carry, status = _many_round(
-            static, carry, batch, shared, jnp.asarray(lanes), options, cap
+            static, carry, batch, shared, jnp.asarray(lanes), options, np.int32(cap)
         )
         running = running[np.asarray(status)[: running.size] == _RUNNING]
         cap *= 2
@@ -339,7 +339,7 @@ def _many_start(static, params0):
     return jax.vmap(lambda p: _lm_start(tx, p))(params0)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 6), donate_argnums=1)
+@functools.partial(jax.jit, static_argnums=0, donate_argnums=1)
 def _many_round(static, carry, batch, shared, lanes, options, max_iterations):
     """Runs the fits ``lanes`` for up to ``max_iterations`` more; scatters back."""
     take = lambda tree: jax.tree.map(lambda a: a[lanes], tree)
@@ -358,13 +358,16 @@ def _many_round(static, carry, batch, shared, lanes, options, max_iterations):
 # bounds lo + (hi - lo) (sin u + 1) / 2; a lower one lo - 1 + sqrt(u^2 + 1);
 # an upper one hi + 1 - sqrt(u^2 + 1). Chosen per element with `where` on
 # finite-ness, so new bounds never recompile; infinite bounds are replaced by
-# 0 inside unselected branches so they make no NaN gradients.
+# 0 inside unselected branches so they make no NaN gradients. An unbounded
+# fit passes None: a program without the maps (~20% less XLA compile).
 def _bound_kinds(lo, hi):
     has_lo, has_hi = jnp.isfinite(lo), jnp.isfinite(hi)
     return has_lo, has_hi, jnp.where(has_lo, lo, 0.0), jnp.where(has_hi, hi, 0.0)
 
 
 def _to_external(u, lo, hi):
+    if lo is None:
+        return u
     has_lo, has_hi, lo, hi = _bound_kinds(lo, hi)
     root = jnp.sqrt(u * u + 1)
     both = lo + (hi - lo) * (jnp.sin(u) + 1) / 2
@@ -376,6 +379,8 @@ def _to_external(u, lo, hi):
 
 
 def _to_internal(p, lo, hi):
+    if lo is None:
+        return p
     has_lo, has_hi, lo, hi = _bound_kinds(lo, hi)
     width = jnp.where(has_lo & has_hi, hi - lo, 1.0)
     both = jnp.arcsin(jnp.clip(2 * (p - lo) / width - 1, -1, 1))
@@ -552,8 +557,11 @@ _OPTIONS = (
 
 # Data of at least this many (padded) points is fitted in row blocks of
 # _CHUNK_ROWS when the model is pointwise: a dense Jacobian of a 1e7-point,
-# 8-parameter fit alone is 640 MB. Buckets this large are multiples of it.
-_CHUNK_FROM = 1 << 20
+# 8-parameter fit alone is 640 MB. Below it the dense program is better: at
+# 1e6 points it compiled ~0.4 s faster (the blocks' scans are extra code)
+# and its Jacobian is at most 16 MiB per parameter. Buckets this large are
+# multiples of _CHUNK_ROWS.
+_CHUNK_FROM = 1 << 21
 _CHUNK_ROWS = 1 << 16
 
 
@@ -646,7 +654,7 @@ def curve_fit(
       loss, f_scale: robust loss as SciPy's ``least_squares``.
       **kwargs: ``ftol``, ``xtol``, ``gtol`` (default 1e-8), ``max_nfev``
         (or ``maxfev``), ``init_damping``, ``pad`` (default True),
-        ``chunk_rows`` (default: row blocks of 65536 from 2**20 points of a
+        ``chunk_rows`` (default: row blocks of 65536 from 2**21 points of a
         pointwise model; 0 turns them off).
 
     Returns:
@@ -829,8 +837,7 @@ def curve_fit(
             ydata,
             extras,
             p0,
-            lb,
-            ub,
+            *((lb, ub) if bounded else (None, None)),
             options,
         )
         out = jax.device_get(out)
