@@ -165,7 +165,9 @@ def make_step(
         ``loss(params, batch, mask)`` where ``mask`` (bool, one entry per
         row of the batch) marks real rows; padded rows must not count (see
         :func:`masked_mean`). The streaming driver needs the mask form to pad
-        a ragged last batch.
+        a ragged last batch. For a loss without ``mask``, ``step``'s
+        ``mask`` only tells an all-padding batch (``any(mask)`` is False),
+        so one bool per batch is enough.
       tx: any Optax-protocol transformation.
 
     Returns:
@@ -264,7 +266,8 @@ def run_chunk(
       step: from :func:`make_step`.
       state: a :class:`FitState`.
       batches: the batch pytree with a leading axis of length K.
-      masks: bool ``[K, batch_size]`` or None.
+      masks: bool ``[K, batch_size]`` (or ``[K]`` for a loss without
+        ``mask``: one flag per batch) or None.
 
     Returns:
       The final state and the per-step metrics, each with a leading axis K.

@@ -65,6 +65,24 @@ def test_fit_equals_a_python_loop_of_steps():
     assert result.epochs == 2 and result.stopped == "epochs"
 
 
+def test_a_loss_without_mask_pads_the_last_chunk_with_batches_that_do_nothing():
+    def unmasked(params, batch):
+        x, y = batch
+        return jnp.mean((x @ params["w"] + params["b"] - y) ** 2)
+
+    x, y = make_data(1024)  # 16 batches of 64: chunks of 5 leave 4 padding ones
+    kwargs = dict(batch_size=64, epochs=2, shuffle=False, progress=False)
+    result = jaxfit.fit(unmasked, TX, PARAMS, (x, y), chunk_batches=5, **kwargs)
+    step = jax.jit(jaxfit.make_step(unmasked, TX))
+    state = jaxfit.init_fit_state(PARAMS, TX)
+    for _ in range(2):
+        for start in range(0, 1024, 64):
+            state, _ = step(state, (x[start : start + 64], y[start : start + 64]))
+    chex.assert_trees_all_close(result.params, state.params, rtol=1e-5, atol=1e-6)
+    assert int(result.state.count) == 32 and result.history["loss"].shape == (32,)
+    assert np.isfinite(result.history["loss"]).all()
+
+
 def test_memmap_larger_than_the_budget_equals_in_memory(tmp_path):
     x, y = make_data(6000)
     xm = np.lib.format.open_memmap(tmp_path / "x.npy", "w+", np.float32, x.shape)
