@@ -72,6 +72,10 @@ class ChunkInfo(NamedTuple):
     metrics: dict[str, np.ndarray]
 
 
+# Stands for the chunk of the previous epoch (see `same_chunk` in `fit`).
+_SAME_CHUNK = object()
+
+
 def _epoch_rng(key: np.ndarray, epoch: int) -> np.random.Generator:
     return np.random.default_rng([int(k) for k in np.asarray(key)] + [epoch])
 
@@ -225,6 +229,15 @@ def fit(
             )
         return jax.device_put(chunk, batch_sharded)
 
+    # Rows read in order, one chunk per epoch without padding: every epoch's
+    # chunk is the same, so it moves to the device once per fit (it is both
+    # the chunk running and the one read ahead: within the budget).
+    same_chunk = (
+        not shuffle
+        and isinstance(source, _data.ArraySource)
+        and source.num_rows == k * batch_size
+    )
+    device_chunk = None
     run = _compiled_runner(loss, tx)
     bar = _progress_bar(progress, epochs, num_batches, k)
     stopped = "epochs"
@@ -242,7 +255,10 @@ def fit(
             # fit, so every epoch's shuffle is known ahead.
             for epoch in range(first_epoch, epochs):
                 rng = _epoch_rng(key_host, epoch) if shuffle else None
-                chunks = source.chunks(batch_size, k, rng)
+                if same_chunk and device_chunk is not None:
+                    chunks = iter([_SAME_CHUNK])  # on the device already
+                else:
+                    chunks = source.chunks(batch_size, k, rng)
                 skip = position["chunk"] if epoch == first_epoch else 0
                 for _ in range(skip):
                     next(chunks)
@@ -259,12 +275,14 @@ def fit(
             epoch, index, chunk = item
             if chunk is None:
                 return epoch, index, None
+            nonlocal device_chunk
+            if chunk is _SAME_CHUNK:
+                return epoch, index, device_chunk
             batches, masks = chunk
-            return (
-                epoch,
-                index,
-                put((batches, masks.any(axis=1) if flags_only else masks)),
-            )
+            on_device = put((batches, masks.any(axis=1) if flags_only else masks))
+            if same_chunk:
+                device_chunk = on_device
+            return epoch, index, on_device
 
         epoch_losses = []
         pending = None  # the last dispatched chunk whose metrics are unread

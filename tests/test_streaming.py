@@ -83,6 +83,24 @@ def test_a_loss_without_mask_pads_the_last_chunk_with_batches_that_do_nothing():
     assert np.isfinite(result.history["loss"]).all()
 
 
+@pytest.mark.parametrize("shuffle, transfers", [(False, 1), (True, 3)])
+def test_an_epoch_that_is_one_chunk_in_order_moves_to_the_device_once(
+    shuffle, transfers, monkeypatch
+):
+    puts = []
+    device_put = jax.device_put
+    monkeypatch.setattr(
+        jax, "device_put", lambda *a, **k: puts.append(1) or device_put(*a, **k)
+    )
+    x, y = make_data(1024)  # 16 batches of 64, no padding
+    kwargs = dict(batch_size=64, epochs=3, key=3, shuffle=shuffle, progress=False)
+    once = jaxfit.fit(loss, TX, PARAMS, (x, y), **kwargs)
+    assert len(puts) == transfers  # one chunk per epoch
+    in_two_chunks = jaxfit.fit(loss, TX, PARAMS, (x, y), chunk_batches=8, **kwargs)
+    if not shuffle:  # the same steps, chunked differently
+        chex.assert_trees_all_close(once.params, in_two_chunks.params, rtol=1e-6)
+
+
 def test_memmap_larger_than_the_budget_equals_in_memory(tmp_path):
     x, y = make_data(6000)
     xm = np.lib.format.open_memmap(tmp_path / "x.npy", "w+", np.float32, x.shape)
