@@ -2,8 +2,10 @@
 
 Per size and model: the first call (compilation included; each size is a new
 padding bucket, so it compiles) and the median repeat call, plus a batch of
-independent 100-point fits (jaxfit vmapped vs a SciPy loop) and the peak
-memory of one fit at the largest size (each in a fresh subprocess, maxrss).
+independent 100-point fits (jaxfit vmapped vs a SciPy loop), the first call
+of a new process at 1e6 points with JAX's persistent compilation cache empty
+and warm, and the peak memory of one fit at the largest size (each in a
+fresh subprocess, maxrss).
 
     python benchmarks/curve_fit.py [--quick]
 """
@@ -11,8 +13,10 @@ memory of one fit at the largest size (each in a fresh subprocess, maxrss).
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -20,6 +24,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _harness
+
+_HERE = str(Path(__file__).resolve().parent)
 
 MODELS = {
     # 3 parameters: decaying exponential with offset.
@@ -233,6 +239,46 @@ def peak_memory(which, name, m):
     return {"baseline_mib": base, "fit_peak_mib": peak}
 
 
+_FIRST_CALL_CHILD = """
+import sys, time
+sys.path.insert(0, sys.argv[3])
+from curve_fit import MODELS, data, model
+import jax.numpy as jnp
+import jaxfit
+x, y = data(sys.argv[1], int(sys.argv[2]))
+f = model(jnp, sys.argv[1])
+start = time.perf_counter()
+jaxfit.curve_fit(f, x, y, p0=MODELS[sys.argv[1]][1])
+print(time.perf_counter() - start)
+"""
+
+
+def first_call_in_new_processes(name, m):
+    """The first ``curve_fit`` call of a fresh process, twice, sharing one
+    JAX persistent compilation cache (opt-in, see docs/curve_fit.md): the
+    first process compiles and fills it, the second loads the program.
+    Returns ``{"cold_s", "warm_s"}`` or None if a child failed."""
+    times = []
+    with tempfile.TemporaryDirectory() as cache:
+        env = {
+            **os.environ,
+            "JAX_COMPILATION_CACHE_DIR": cache,
+            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+        }
+        for _ in range(2):
+            out = subprocess.run(
+                [sys.executable, "-c", _FIRST_CALL_CHILD, name, str(m), _HERE],
+                capture_output=True,
+                text=True,
+                env=env,
+            )
+            if out.returncode != 0:
+                print("first call child failed:", out.stderr[-2000:], file=sys.stderr)
+                return None
+            times.append(float(out.stdout.split()[-1]))
+    return {"cold_s": times[0], "warm_s": times[1]}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
@@ -268,6 +314,27 @@ def main(argv=None):
                     f"{r['max_rel_diff_lm']:.1e}",
                 ]
                 for r in rows
+            ],
+        )
+    )
+    for r in rows:
+        if r["m"] == 10**6:
+            r["new_process"] = first_call_in_new_processes(r["model"], r["m"])
+    print(
+        "\nfirst call in a new process, 1e6 points (persistent cache: cold, warm):\n"
+        + _harness.markdown_table(
+            ["model", "cold", "warm", "scipy lm", "cold / lm", "warm / lm"],
+            [
+                [
+                    r["model"],
+                    ms(p["cold_s"]),
+                    ms(p["warm_s"]),
+                    ms(r["scipy_lm"]),
+                    f"{p['cold_s'] / r['scipy_lm']:.2f}",
+                    f"{p['warm_s'] / r['scipy_lm']:.2f}",
+                ]
+                for r in rows
+                if (p := r.get("new_process"))
             ],
         )
     )
@@ -349,6 +416,16 @@ def headline(document: dict) -> list[dict]:
                 target=2.0,
             )
         )
+        if p := r.get("new_process"):
+            for kind, label in (("cold", "empty"), ("warm", "warm")):
+                rows.append(
+                    row(
+                        f"{case}, first call of a new process, {label} "
+                        "persistent cache",
+                        "scipy lm",
+                        p[f"{kind}_s"] / r["scipy_lm"],
+                    )
+                )
     b = document.get("batch")
     if b:
         rows.append(
