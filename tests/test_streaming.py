@@ -101,6 +101,59 @@ def test_an_epoch_that_is_one_chunk_in_order_moves_to_the_device_once(
         chex.assert_trees_all_close(once.params, in_two_chunks.params, rtol=1e-6)
 
 
+def test_an_unrolled_scan_takes_the_same_steps():
+    x, y = make_data(1000)
+    kwargs = dict(batch_size=64, epochs=2, chunk_batches=6, key=2, progress=False)
+    plain = jaxfit.fit(loss, TX, PARAMS, (x, y), unroll=1, **kwargs)
+    for unroll in (None, 4):  # 4 does not divide the chunk's 6 batches
+        unrolled = jaxfit.fit(loss, TX, PARAMS, (x, y), unroll=unroll, **kwargs)
+        chex.assert_trees_all_close(unrolled.params, plain.params, rtol=1e-6)
+        np.testing.assert_allclose(
+            unrolled.history["loss"], plain.history["loss"], rtol=1e-6
+        )
+
+
+def test_small_steps_are_unrolled_by_default_and_large_ones_not():
+    from jaxfit.streaming import _signature, _traced_step
+
+    x, y = make_data(64)
+    mask = np.ones(64, bool)
+    for tx, unroll in ((TX, 4), (jaxfit.lbfgs(), 1)):
+        state = jaxfit.init_fit_state(PARAMS, tx)
+        assert _traced_step(loss, tx, _signature((state, (x, y), mask))) == unroll
+
+
+def test_host_chunks_are_aligned_for_the_cpu_device_without_needless_copies():
+    from jaxfit.data import CPU_ALIGNMENT, cpu_aligned
+
+    raw = np.arange(1 + 4 * 1024, dtype=np.float32)
+    for x in (raw[1:], raw[::2], raw[1:].reshape(64, 64)):  # unaligned, strided
+        out = cpu_aligned(x)
+        assert out.ctypes.data % CPU_ALIGNMENT == 0 and out.flags.c_contiguous
+        np.testing.assert_array_equal(out, x)
+        assert cpu_aligned(out) is out  # already aligned: no copy
+        device = jax.device_put(out, may_alias=True)
+        if jax.devices()[0].platform == "cpu":  # adopted, not copied
+            assert device.unsafe_buffer_pointer() == out.ctypes.data
+    jax_array = jnp.ones(3)
+    assert cpu_aligned(jax_array) is jax_array
+
+
+def test_jax_arrays_are_chunked_on_their_device_like_numpy_arrays(monkeypatch):
+    x, y = make_data(1000)  # shuffled, a ragged batch, a padded last chunk
+    kwargs = dict(batch_size=64, epochs=2, chunk_batches=6, key=4, progress=False)
+    host = jaxfit.fit(loss, TX, PARAMS, (x, y), **kwargs)
+    read_on_host = jaxfit.data._read_runs
+
+    def read_runs(x, runs):
+        assert not isinstance(x, jax.Array), "a JAX array went through the host"
+        return read_on_host(x, runs)
+
+    monkeypatch.setattr(jaxfit.data, "_read_runs", read_runs)
+    device = jaxfit.fit(loss, TX, PARAMS, (jnp.asarray(x), jnp.asarray(y)), **kwargs)
+    chex.assert_trees_all_equal(device.params, host.params)
+
+
 def test_memmap_larger_than_the_budget_equals_in_memory(tmp_path):
     x, y = make_data(6000)
     xm = np.lib.format.open_memmap(tmp_path / "x.npy", "w+", np.float32, x.shape)
@@ -352,6 +405,7 @@ def test_two_processes_each_streaming_their_own_rows_equal_one_process():
         ([], dict(batch_size=1), "empty"),
         ((np.array(["a", "b"]), np.ones(2)), dict(batch_size=1), "dtype"),
         ((np.ones((10, 3)), np.ones(10)), dict(batch_size=2, epochs=0), "`epochs`"),
+        ((np.ones((10, 3)), np.ones(10)), dict(batch_size=2, unroll=0), "`unroll`"),
         (iter([(np.ones((2, 3)), np.ones(2))]), dict(epochs=2), "one-shot"),
     ],
 )
