@@ -557,11 +557,12 @@ _OPTIONS = (
 
 # Data of at least this many (padded) points is fitted in row blocks of
 # _CHUNK_ROWS when the model is pointwise: a dense Jacobian of a 1e7-point,
-# 8-parameter fit alone is 640 MB. Below it the dense program is better: at
-# 1e6 points it compiled ~0.4 s faster (the blocks' scans are extra code)
-# and its Jacobian is at most 16 MiB per parameter. Buckets this large are
-# multiples of _CHUNK_ROWS.
-_CHUNK_FROM = 1 << 21
+# 8-parameter fit alone is 640 MB. From 1e6 points (a 2**20 bucket) the
+# blocks, which stay in cache, make repeat fits faster (2 CPU cores: 0.134
+# -> 0.096 s with 3 parameters, 0.459 -> 0.287 s with 8) for a first call
+# that compiles ~0.35 s longer with 3 (the blocks' scans are extra code) and
+# no longer with 8. Buckets this large are multiples of _CHUNK_ROWS.
+_CHUNK_FROM = 1 << 20
 _CHUNK_ROWS = 1 << 16
 
 
@@ -654,7 +655,7 @@ def curve_fit(
       loss, f_scale: robust loss as SciPy's ``least_squares``.
       **kwargs: ``ftol``, ``xtol``, ``gtol`` (default 1e-8), ``max_nfev``
         (or ``maxfev``), ``init_damping``, ``pad`` (default True),
-        ``chunk_rows`` (default: row blocks of 65536 from 2**21 points of a
+        ``chunk_rows`` (default: row blocks of 65536 from 2**20 points of a
         pointwise model; 0 turns them off).
 
     Returns:
