@@ -141,8 +141,8 @@ def _passes(residual_fn, loss, f_scale, jacobian_mode):
 
 
 @jax.jit
-def _lm_trial(hessian, gradient, damping, scale):
-    scale = _ls.marquardt_scale(scale, hessian)
+def _lm_trial(hessian, gradient, damping, scale, column_norms2):
+    scale = _ls.marquardt_scale(scale, column_norms2)
     return _ls.damped_step(hessian, gradient, damping, scale), scale
 
 
@@ -333,9 +333,9 @@ def fit_least_squares(
         return acc, counted
 
     def normal_pass(x):
-        acc = (zero, jnp.zeros((n, n), dtype), jnp.zeros(n, dtype))
-        (cost, hessian, gradient), real = run_pass(normal_fn, x, acc)
-        return cost, hessian, gradient, real * per_row
+        acc = (zero, jnp.zeros((n, n), dtype), *[jnp.zeros(n, dtype)] * 2)
+        (cost, hessian, gradient, norms2), real = run_pass(normal_fn, x, acc)
+        return cost, hessian, gradient, norms2, real * per_row
 
     def cost_pass(x):
         return run_pass(cost_fn, x, zero)[0]
@@ -350,7 +350,7 @@ def fit_least_squares(
             pass
 
     x = flat
-    cost, hessian, gradient, m = normal_pass(x)
+    cost, hessian, gradient, norms2, m = normal_pass(x)
     nfev = njev = 1
     if m < n:
         raise ValueError(f"`data` has {m} residuals, fewer than the {n} parameters")
@@ -372,7 +372,7 @@ def fit_least_squares(
             grad_norm = float(jnp.max(jnp.abs(gradient)))
             x_norm = float(jnp.linalg.norm(x))
             if method == "lm":
-                step, scale = _lm_trial(hessian, gradient, damping, scale)
+                step, scale = _lm_trial(hessian, gradient, damping, scale, norms2)
                 new_cost = cost_pass(x + step)
                 nfev += 1
                 history["damping"].append(float(damping))
@@ -393,7 +393,7 @@ def fit_least_squares(
             step_norm = float(jnp.linalg.norm(step))
             if accepted:
                 x_prev, x = x, x + step
-                cost, hessian, gradient, _ = normal_pass(x)
+                cost, hessian, gradient, norms2, _ = normal_pass(x)
                 nfev += 1
                 njev += 1
             if method == "gn":
@@ -413,7 +413,7 @@ def fit_least_squares(
             if method == "gn" and not np.isfinite(float(cost)):
                 status = -1
                 x = x_prev  # back to the last finite point
-                cost, hessian, gradient, _ = normal_pass(x)
+                cost, hessian, gradient, norms2, _ = normal_pass(x)
                 nfev += 1
                 njev += 1
                 break

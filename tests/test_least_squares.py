@@ -97,6 +97,33 @@ def test_levenberg_marquardt_reaches_scipy_least_squares_optimum(loss):
     np.testing.assert_allclose(state.cost, ref.cost, rtol=1e-10)
 
 
+@pytest.mark.parametrize("loss", ["cauchy", "arctan"])
+def test_robust_lm_started_with_every_residual_an_outlier_converges(loss):
+    # Beyond f_scale these losses reweight every row of J by sqrt(eps): a
+    # Marquardt scale taken from that J was ~1e-15, the damping climbed to
+    # ~1e16 before a step was accepted and later froze the fit far away.
+    batch = _exp_problem()
+    f_scale = 0.05
+    x, y = (np.asarray(a) for a in batch)
+    fun = lambda q: q[0] * np.exp(-q[1] * x) + q[2] - y
+    assert np.all(np.abs(fun(_flat(_p0()))) > 3 * f_scale)
+    ref = scipy.optimize.least_squares(
+        fun, _flat(_p0()), loss=loss, f_scale=f_scale, xtol=1e-15, ftol=1e-15
+    )
+    tx = jaxfit.scale_by_levenberg_marquardt(_tree_residual, loss=loss, f_scale=f_scale)
+    params, state = _p0(), tx.init(_p0())
+    step = jax.jit(lambda p, s: tx.update(p, s, p, batch=batch))
+    damping_on_the_way = []
+    for _ in range(100):
+        updates, state = step(params, state)
+        params = jaxfit.apply_updates(params, updates)
+        if state.cost > ref.cost * (1 + 1e-10):
+            damping_on_the_way.append(float(state.damping))
+    np.testing.assert_allclose(_flat(params), ref.x, rtol=1e-7)
+    np.testing.assert_allclose(state.cost, ref.cost, rtol=1e-10)
+    assert max(damping_on_the_way) < 1e3  # was ~1e16
+
+
 def test_rejected_steps_return_zero_and_raise_damping():
     # Rosenbrock residuals from far away with almost no damping: the first
     # Gauss-Newton-like steps overshoot and must be rejected.

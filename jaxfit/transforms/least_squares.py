@@ -44,7 +44,8 @@ class ScaleByLevenbergMarquardtState(NamedTuple):
       njev: int32 Jacobian evaluations.
       damping: the damping ``lambda`` (relative to ``scale``).
       nu: Nielsen's growth factor for rejected steps.
-      scale: the diagonal ``D`` (running maximum of ``diag(J^T J)``).
+      scale: the diagonal ``D`` (running maximum of ``diag(J^T J)`` of the
+        residuals' Jacobian, before any robust reweighting).
       cost: the cost at the params the last update returned.
       grad_norm: infinity norm of ``J^T r`` at the last base point.
       actual_reduction, predicted_reduction, ratio: of the last trial step.
@@ -147,7 +148,8 @@ def _mode_for(flat, r_shape_fn, jacobian_mode, jac, chunked=False):
 
 
 def _dense_normal_equations(residual_fn, params, batch, opts, chunk_rows):
-    """``(cost, J^T J, J^T r)`` summed over row blocks of ``batch``."""
+    """``(cost, J^T J, J^T r, column_norms2)`` summed over row blocks of
+    ``batch`` (see :func:`_normal_equations`)."""
     jacobian_mode, jac, loss, f_scale = opts
     flat, unravel = ravel_pytree(params)
     first = (
@@ -178,7 +180,10 @@ def _cost_at(residual_fn, unravel, flat, batch, loss, f_scale, chunk_rows):
 
 
 def _normal_equations(flat_fn, flat, mode, jac, unravel, batch, loss, f_scale):
-    """``(cost, J^T J, J^T r)`` of the (robustly reweighted) residuals."""
+    """``(cost, J^T J, J^T r, column_norms2)`` of the (robustly reweighted)
+    residuals; ``column_norms2`` is ``diag(J^T J)`` of the residuals' own
+    Jacobian, before the robust reweighting (Marquardt's scale: see
+    :func:`marquardt_scale`)."""
     if mode == "user":
         r = flat_fn(flat)
         J = jnp.asarray(jac(unravel(flat), batch), flat.dtype).reshape(r.size, -1)
@@ -188,10 +193,12 @@ def _normal_equations(flat_fn, flat, mode, jac, unravel, batch, loss, f_scale):
     # the n(n+1)/2 + n reductions below (under vmap, 1.4x slower per step).
     r, J = jax.lax.optimization_barrier((r, J))
     cost = _res.robust_cost(r, loss, f_scale)
-    if loss != "linear":  # the rows of a linear loss are all ones
-        r, row = _res.robust_scaling(r, loss, f_scale)
-        J = J * row[:, None]
-    return cost, *_gram(J, r)
+    if loss == "linear":  # the rows of a linear loss are all ones
+        A, g = _gram(J, r)
+        return cost, A, g, jnp.diag(A)
+    column_norms2 = jnp.sum(J * J, axis=0)
+    r, row = _res.robust_scaling(r, loss, f_scale)
+    return cost, *_gram(J * row[:, None], r), column_norms2
 
 
 # Up to this many params, J^T J is n(n+1)/2 column products summed (reductions
@@ -246,12 +253,19 @@ def _spd_solve(A, b):
     return jnp.stack(x)
 
 
-def marquardt_scale(scale: jax.Array, hessian: jax.Array) -> jax.Array:
+def marquardt_scale(scale: jax.Array, column_norms2: jax.Array) -> jax.Array:
     """Marquardt's diagonal ``D``: the running maximum of ``diag(J^T J)``.
 
+    ``column_norms2`` is that diagonal for the residuals' own Jacobian, not
+    the robustly reweighted one: a robust loss scales each row by
+    ``sqrt(max(rho' + 2 rho'' z, eps))``, which is ``sqrt(eps)`` for every
+    residual beyond ``f_scale`` under ``cauchy`` or ``arctan``. Started far
+    from the optimum, all rows can be such outliers; a ``D`` ~1e-15 then
+    made the damping grow by ~1e16 before the first step was accepted, and
+    once inliers brought ``D`` back to O(1) that damping froze the fit.
     A zero column (a parameter the residuals ignore) keeps unit scale.
     """
-    scale = jnp.maximum(scale, jnp.diag(hessian))
+    scale = jnp.maximum(scale, column_norms2)
     return jnp.where(scale > 0, scale, 1.0)
 
 
@@ -369,7 +383,7 @@ def scale_by_gauss_newton(
             cost, matvec, g = _matrix_free(flat_fn, flat, loss, f_scale)
             step, _ = jax.scipy.sparse.linalg.cg(matvec, -g, maxiter=4 * flat.size)
         else:
-            cost, A, g = _dense_normal_equations(
+            cost, A, g, _ = _dense_normal_equations(
                 residual_fn, params, batch, opts, chunk_rows
             )
             step = gauss_newton_step(A, g)
@@ -487,11 +501,12 @@ def scale_by_levenberg_marquardt(
                     residual_fn, params, batch, opts, chunk_rows
                 )
 
-            cached = lambda _: (state.cost, state.hessian, state.gradient)
-            cost, A, g = jax.lax.cond(reuse, cached, compute, None)
+            # The scale already holds the cached point's column norms.
+            cached = lambda _: (state.cost, state.hessian, state.gradient, state.scale)
+            cost, A, g, column_norms2 = jax.lax.cond(reuse, cached, compute, None)
             cost = cost.astype(dtype)
             fresh = ~reuse
-            scale = marquardt_scale(state.scale, A)
+            scale = marquardt_scale(state.scale, column_norms2)
             normal_matvec = lambda v: A @ v
         damping = state.damping
 
