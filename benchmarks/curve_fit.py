@@ -69,6 +69,39 @@ def _timed(fn, repeats):
     return first, float(np.median(times)) if times else first, out
 
 
+# JAX's compile-stage events: where a first call's time goes.
+_STAGES = {
+    "/jax/core/compile/jaxpr_trace_duration": "trace",
+    "/jax/core/compile/jaxpr_to_mlir_module_duration": "lower",
+    "/jax/core/compile/backend_compile_duration": "xla_compile",
+}
+_STAGE_NAMES = tuple(_STAGES.values())
+_stage_seconds: dict[str, float] | None = None
+
+
+def _on_stage(event: str, duration: float, **kwargs) -> None:
+    if _stage_seconds is not None and event in _STAGES:
+        name = _STAGES[event]
+        _stage_seconds[name] = _stage_seconds.get(name, 0.0) + duration
+
+
+def _first_call_stages(fn):
+    """Runs ``fn`` and returns the seconds JAX spent tracing, lowering and
+    compiling in it, by stage."""
+    import jax.monitoring
+
+    global _stage_seconds
+    if not getattr(_first_call_stages, "registered", False):
+        jax.monitoring.register_event_duration_secs_listener(_on_stage)
+        _first_call_stages.registered = True
+    _stage_seconds = {}
+    try:
+        fn()
+        return dict(_stage_seconds)
+    finally:
+        _stage_seconds = None
+
+
 def one_size(name, m, repeats):
     import jax.numpy as jnp
     import scipy.optimize as so
@@ -79,8 +112,15 @@ def one_size(name, m, repeats):
     _, p0 = MODELS[name]
     fj, fn = model(jnp, name), model(np, name)
     row = {"model": name, "m": m}
-    first, rep, popt = _timed(lambda: jaxfit.curve_fit(fj, x, y, p0=p0)[0], repeats)
+    fit = lambda: jaxfit.curve_fit(fj, x, y, p0=p0)[0]
+    first, rep, popt = _timed(fit, repeats)
     row["jaxfit_first"], row["jaxfit_repeat"] = first, rep
+    # The stages of a first call, on a fresh model function: a new cache
+    # key, so the same program is traced, lowered and compiled again.
+    fresh = model(jnp, name)
+    row["first_call_stages"] = _first_call_stages(
+        lambda: jaxfit.curve_fit(fresh, x, y, p0=p0)
+    )
     for method in ("lm", "trf"):
         first, rep, ref = _timed(
             lambda method=method: so.curve_fit(fn, x, y, p0=p0, method=method)[0],
@@ -127,15 +167,19 @@ def batch(n_fits, repeats):
         with jax.enable_x64(True):
             return np.asarray(solve(ys))
 
-    def run_many():  # the same solver, compacting the running fits in rounds
+    def solve_many():  # the same solver, compacting the running fits in rounds
         with jax.enable_x64(True):
-            sol = jaxfit.least_squares_solve_many(
+            return jaxfit.least_squares_solve_many(
                 residual, np.ones((n_fits, 3)), {"y": ys}, shared={"x": x}
             )
-            return np.asarray(sol.params)
+
+    run_many = lambda: np.asarray(solve_many().params)
+    run_many_iterations = lambda: np.asarray(solve_many().iterations)
 
     first, jax_time, params = _timed(run_many, repeats)
     vmap_first, vmap_time, vmap_params = _timed(run_vmap, repeats)
+    iterations = float(np.mean(np.asarray(run_many_iterations())))
+    floor = minimal_batched_lm(x, ys, round(iterations), repeats)
     fn = model(np, "3p")
     n_scipy = min(n_fits, 500)  # extrapolated per fit: a full loop takes minutes
     t0 = time.perf_counter()
@@ -159,9 +203,66 @@ def batch(n_fits, repeats):
         "scipy_loop": scipy_time,
         "scipy_fits_timed": n_scipy,
         "speedup": scipy_time / jax_time,
+        "mean_iterations": iterations,
+        "minimal_lm": floor,
+        "minimal_lm_speedup": scipy_time / floor,
         "max_abs_diff": diff,
         "scipy_failures": failures,
     }
+
+
+def minimal_batched_lm(x, ys, iterations, repeats):
+    """The floor of any batched LM here: seconds for ``iterations`` steps of a
+    hand-written LM for ``a exp(-k x) + c`` over all fits at once.
+
+    Everything is elementwise over a leading axis of fits (closed-form
+    Jacobian, 3x3 solve by cofactors, no stopping tests, no state beyond
+    the damping), run for a fixed number of iterations: jaxfit's mean. It
+    is not a usable solver (fits that need more iterations are left
+    unfinished); it bounds what XLA on this machine can do for the batch.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    with jax.enable_x64(True):
+        X, Y = jnp.asarray(x), jnp.asarray(ys)
+
+        @jax.jit
+        def solve(Y):
+            def residual(p):
+                a, k, c = p[:, :1], p[:, 1:2], p[:, 2:]
+                e = jnp.exp(-k * X)
+                return a * e + c - Y, (e, -a * X * e, jnp.ones_like(e))
+
+            def body(_, carry):
+                p, lam = carry
+                r, J = residual(p)
+                A = [[jnp.sum(J[i] * J[j], 1) for j in range(3)] for i in range(3)]
+                g = [jnp.sum(J[i] * r, 1) for i in range(3)]
+                for i in range(3):
+                    A[i][i] = A[i][i] * (1 + lam)
+                cof = [
+                    [
+                        A[(j + 1) % 3][(i + 1) % 3] * A[(j + 2) % 3][(i + 2) % 3]
+                        - A[(j + 1) % 3][(i + 2) % 3] * A[(j + 2) % 3][(i + 1) % 3]
+                        for j in range(3)
+                    ]
+                    for i in range(3)
+                ]
+                det = sum(A[0][j] * cof[j][0] for j in range(3))
+                step = jnp.stack(
+                    [-sum(cof[i][j] * g[j] for j in range(3)) / det for i in range(3)],
+                    1,
+                )
+                better = jnp.sum(residual(p + step)[0] ** 2, 1) < jnp.sum(r**2, 1)
+                p = jnp.where(better[:, None], p + step, p)
+                return p, jnp.where(better, lam / 3, lam * 2)
+
+            start = (jnp.ones((Y.shape[0], 3)), jnp.full(Y.shape[0], 1e-3))
+            return jax.lax.fori_loop(0, iterations, body, start)[0]
+
+        _, seconds, _ = _timed(lambda: solve(Y).block_until_ready(), repeats)
+    return seconds
 
 
 _PEAK_CHILD = """
@@ -317,6 +418,21 @@ def main(argv=None):
             ],
         )
     )
+    print(
+        "\nwhere a first call's time goes (JAX's compile events):\n"
+        + _harness.markdown_table(
+            ["model", "points", "trace", "lower", "XLA compile", "compile / lm"],
+            [
+                [
+                    r["model"],
+                    f"{r['m']:.0e}",
+                    *(ms(r["first_call_stages"].get(k, 0.0)) for k in _STAGE_NAMES),
+                    f"{r['first_call_stages'].get('xla_compile', 0) / r['scipy_lm']:.2f}",  # noqa: E501
+                ]
+                for r in rows
+            ],
+        )
+    )
     for r in rows:
         if r["m"] == 10**6:
             r["new_process"] = first_call_in_new_processes(r["model"], r["m"])
@@ -346,6 +462,9 @@ def main(argv=None):
         f" (first {ms(b['vmap_first'])}), SciPy loop {ms(b['scipy_loop'])}"
         f" (from {b['scipy_fits_timed']} fits): {b['speedup']:.0f}x;"
         f" max |diff| {b['max_abs_diff']:.1e}; SciPy failures {b['scipy_failures']}"
+        f"\nthe floor: a minimal hand-written batched LM, {b['mean_iterations']:.1f}"
+        f" iterations (jaxfit's mean), {ms(b['minimal_lm'])}:"
+        f" {b['minimal_lm_speedup']:.0f}x the SciPy loop"
     )
     big = sizes[-1]
     memory = {w: peak_memory(w, "8p", big) for w in ("jaxfit", "lm", "trf")}
@@ -416,6 +535,16 @@ def headline(document: dict) -> list[dict]:
                 target=2.0,
             )
         )
+        compile_s = r.get("first_call_stages", {}).get("xla_compile")
+        if compile_s is not None and r["m"] == 10**6:
+            rows.append(
+                row(
+                    f"{case}, XLA compile of a first call alone",
+                    "scipy lm",
+                    compile_s / r["scipy_lm"],
+                    measured="XLA compile",
+                )
+            )
         if p := r.get("new_process"):
             for kind, label in (("cold", "empty"), ("warm", "warm")):
                 rows.append(
@@ -436,6 +565,17 @@ def headline(document: dict) -> list[dict]:
                 target=0.01,
             )
         )
+        if "minimal_lm" in b:
+            rows.append(
+                row(
+                    f"{b['n_fits']} 100-point fits, the floor: "
+                    f"{b['mean_iterations']:.1f} iterations of a minimal "
+                    "hand-written batched LM",
+                    "SciPy loop",
+                    b["minimal_lm"] / b["scipy_loop"],
+                    measured="minimal LM",
+                )
+            )
     memory = document.get("peak_rss_mib") or {}
     size = max((r["m"] for r in document.get("sizes", [])), default=0)
     for other in ("lm", "trf"):

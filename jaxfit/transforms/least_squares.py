@@ -443,9 +443,9 @@ def scale_by_levenberg_marquardt(
       >>> params = {'a': jnp.array(1.0), 'k': jnp.array(0.0)}
       >>> state = tx.init(params)
       >>> batch = (x, 2.0 * jnp.exp(-1.5 * x))
+      >>> update = jax.jit(tx.update)
       >>> for _ in range(30):
-      ...     updates, state = tx.update(updates=params, state=state,
-      ...                                params=params, batch=batch)
+      ...     updates, state = update(params, state, params, batch=batch)
       ...     params = jaxfit.apply_updates(params, updates)
       >>> round(float(params['a']), 4), round(float(params['k']), 4)
       (2.0, -1.5)
