@@ -173,12 +173,13 @@ def batch(n_fits, repeats):
                 residual, np.ones((n_fits, 3)), {"y": ys}, shared={"x": x}
             )
 
-    run_many = lambda: np.asarray(solve_many().params)
-    run_many_iterations = lambda: np.asarray(solve_many().iterations)
+    def run_many():
+        sol = solve_many()
+        return np.asarray(sol.params), np.asarray(sol.iterations)
 
-    first, jax_time, params = _timed(run_many, repeats)
+    first, jax_time, (params, iterations) = _timed(run_many, repeats)
     vmap_first, vmap_time, vmap_params = _timed(run_vmap, repeats)
-    iterations = float(np.mean(np.asarray(run_many_iterations())))
+    iterations = float(np.mean(iterations))
     floor = minimal_batched_lm(x, ys, round(iterations), repeats)
     fn = model(np, "3p")
     n_scipy = min(n_fits, 500)  # extrapolated per fit: a full loop takes minutes

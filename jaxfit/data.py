@@ -245,9 +245,10 @@ def _device_rows(x: jax.Array, runs: list, perm: Any, size: int) -> jax.Array:
     if len(runs) == 1 and perm is None and runs[0][1] - runs[0][0] == size:
         return x[runs[0][0] : runs[0][1]]
     rows = np.concatenate([np.arange(start, stop) for start, stop in runs])
+    first = rows[0]  # padding copies the first row read, as on the host
     if perm is not None:
         rows = rows[perm]
-    rows = np.concatenate([rows, np.full(size - len(rows), rows[0])])
+    rows = np.concatenate([rows, np.full(size - len(rows), first)])
     return jnp.take(x, rows, axis=0)
 
 

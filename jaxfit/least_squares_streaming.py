@@ -333,7 +333,7 @@ def fit_least_squares(
         return acc, counted
 
     def normal_pass(x):
-        acc = (zero, jnp.zeros((n, n), dtype), *[jnp.zeros(n, dtype)] * 2)
+        acc = (zero, jnp.zeros((n, n), dtype), jnp.zeros(n, dtype), jnp.zeros(n, dtype))
         (cost, hessian, gradient, norms2), real = run_pass(normal_fn, x, acc)
         return cost, hessian, gradient, norms2, real * per_row
 

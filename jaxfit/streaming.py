@@ -324,7 +324,7 @@ def fit(
         # A chunk that stays on the device has nothing to read ahead: no
         # thread to start and hand over to.
         stream = (
-            map(put_item, epoch_chunks())
+            (put_item(item) for item in epoch_chunks())
             if same_chunk
             else _data.prefetch(epoch_chunks(), put_item)
         )
@@ -368,8 +368,7 @@ def fit(
                     break
     finally:
         if stream is not None:
-            if hasattr(stream, "close"):
-                stream.close()  # stops the prefetch thread (early stop, error)
+            stream.close()  # stops the prefetch thread (early stop, error)
         if bar is not None:
             bar.close()
     return FitResult(
