@@ -7,7 +7,6 @@ else in jaxfit moves data to it.
 
 from __future__ import annotations
 
-import functools
 import inspect
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -97,15 +96,11 @@ def raw_key(key: Any) -> jax.Array:
 
 
 def takes_mask(loss: Callable) -> bool:
-    """Whether ``loss`` has a ``mask`` parameter (or ``**kwargs``)."""
-    try:
-        return _takes_mask(loss)
-    except TypeError:  # unhashable callable
-        return _takes_mask.__wrapped__(loss)
+    """Whether ``loss`` has a ``mask`` parameter (or ``**kwargs``).
 
-
-@functools.lru_cache(maxsize=256)
-def _takes_mask(loss: Callable) -> bool:
+    Not cached: a cache keyed by ``loss`` would keep it (and what it closes
+    over) alive, and the look-up costs microseconds.
+    """
     try:
         parameters = inspect.signature(loss).parameters.values()
     except (TypeError, ValueError):

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxfit import _checks
+from jaxfit import _callables, _checks
 from jaxfit import checkpoint as _checkpoint
 from jaxfit import data as _data
 from jaxfit.step import (
@@ -398,17 +398,48 @@ def _signature(tree) -> tuple:
     return treedef, tuple((np.shape(x), np.dtype(x.dtype)) for x in leaves)
 
 
-@functools.lru_cache(maxsize=256)
+# Programs per (loss, tx), holding neither: the user's closures (and the
+# arrays they hold) go when the user drops them, as with a plain jax.jit.
+_programs = _callables.CallableCache()
+
+
+def _tx_parts(tx) -> tuple[tuple, Callable]:
+    """``tx``'s callables (held weakly by the cache) and how to rebuild it.
+
+    An Optax transformation is a NamedTuple of ``init`` and ``update``; its
+    class is kept (Optax tells extra-args transformations by ``isinstance``).
+    """
+    if isinstance(tx, tuple) and all(callable(f) for f in tx):
+        return tuple(tx), type(tx)
+    return (tx,), lambda proxy: proxy.target()
+
+
+def _cached(name, loss, tx, static, build):
+    """``build(loss_proxy, tx_proxy, *static)``, once per loss, tx and static."""
+    parts, rebuild = _tx_parts(tx)
+
+    def build_proxies(loss_proxy, *rest):
+        # rest: tx's parts, then name and static
+        tx_parts, static_values = rest[: len(parts)], rest[len(parts) + 1 :]
+        return build(loss_proxy, rebuild(*tx_parts), *static_values)
+
+    return _programs.get((loss, *parts), (name, *static), build_proxies)
+
+
 def _traced_step(loss, tx, signature) -> int:
     """Traces the step once per (loss, tx, shapes): raises the loss's errors
     before any work, and returns the default ``unroll`` for its size."""
-    treedef, leaves = signature
-    args = jax.tree.unflatten(
-        treedef, [jax.ShapeDtypeStruct(shape, dtype) for shape, dtype in leaves]
-    )
-    jaxpr = jax.make_jaxpr(make_step(loss, tx))(*args)
-    small = _count_equations(jaxpr.jaxpr) <= _UNROLL_MAX_EQUATIONS
-    return _SMALL_STEP_UNROLL if small else 1
+
+    def trace(loss, tx, signature):
+        treedef, leaves = signature
+        args = jax.tree.unflatten(
+            treedef, [jax.ShapeDtypeStruct(shape, dtype) for shape, dtype in leaves]
+        )
+        jaxpr = jax.make_jaxpr(make_step(loss, tx))(*args)
+        small = _count_equations(jaxpr.jaxpr) <= _UNROLL_MAX_EQUATIONS
+        return _SMALL_STEP_UNROLL if small else 1
+
+    return _cached("trace", loss, tx, (signature,), trace)
 
 
 def _count_equations(jaxpr) -> int:
@@ -423,7 +454,6 @@ def _count_equations(jaxpr) -> int:
     return count
 
 
-@functools.lru_cache(maxsize=64)
 def _initial_state(tx):
     """``init_fit_state`` for ``tx``, compiled: one dispatch, not one per leaf.
 
@@ -431,7 +461,11 @@ def _initial_state(tx):
     neither delete the caller's params nor hold one buffer twice (params and
     best_params).
     """
-    return jax.jit(lambda params, key: _copies(init_fit_state(params, tx, key)))
+
+    def build(_, tx):
+        return jax.jit(lambda params, key: _copies(init_fit_state(params, tx, key)))
+
+    return _cached("init", None, tx, (), build)
 
 
 def _key_arg(key):
@@ -454,16 +488,19 @@ def _copies(tree):
 _fresh_buffers = jax.jit(_copies)
 
 
-@functools.lru_cache(maxsize=64)
 def _compiled_runner(loss, tx, unroll):
     """One jitted chunk runner per (loss, tx, unroll), so a second ``fit``
     with the same loss, chain and shapes reuses the compiled program."""
-    step = make_step(loss, tx)
-    # The previous state's buffers are donated: the scan updates in place.
-    return jax.jit(
-        lambda state, b, m: run_chunk(step, state, b, m, unroll=unroll),
-        donate_argnums=0,
-    )
+
+    def build(loss, tx, unroll):
+        step = make_step(loss, tx)
+        # The previous state's buffers are donated: the scan updates in place.
+        return jax.jit(
+            lambda state, b, m: run_chunk(step, state, b, m, unroll=unroll),
+            donate_argnums=0,
+        )
+
+    return _cached("run", loss, tx, (unroll,), build)
 
 
 def _save(path, state, epoch, chunk, history):
