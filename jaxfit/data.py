@@ -141,57 +141,108 @@ class ArraySource:
         return -(-self.num_rows // batch_size)
 
     def chunks(
-        self, batch_size: int, chunk_batches: int, rng: np.random.Generator | None
+        self,
+        batch_size: int,
+        chunk_batches: int,
+        rng: np.random.Generator | None,
+        *,
+        window: int | None = None,
+        start: int = 0,
     ) -> Iterator[Chunk]:
-        """One epoch of chunks; ``rng`` None means in order, no shuffle."""
-        full = self.num_rows // batch_size
-        order = rng.permutation(full) if rng is not None else np.arange(full)
-        groups = [order[i : i + chunk_batches] for i in range(0, full, chunk_batches)]
-        tail = np.arange(full * batch_size, self.num_rows)
-        if len(tail) and groups and len(groups[-1]) < chunk_batches:
-            last = groups.pop()  # the ragged rows join the last, partial chunk
-        else:
-            last = np.zeros(0, np.int64)
-        for blocks in groups:
-            yield self._chunk(
-                blocks, np.zeros(0, np.int64), batch_size, chunk_batches, rng
-            )
-        if len(last) or len(tail):
-            yield self._chunk(last, tail, batch_size, chunk_batches, rng)
+        """One epoch of chunks from batch ``start`` on; ``rng`` None means in
+        order, no shuffle.
 
-    def _chunk(self, blocks, tail, batch_size, chunk_batches, rng) -> Chunk:
-        # Sorted blocks: sequential reads from a memmap or HDF5 file, one per
-        # run of adjacent blocks (and the ragged tail, which comes last).
-        runs = _runs(np.sort(blocks), batch_size, tail)
-        num = sum(stop - start for start, stop in runs)
-        # The i-th shuffled row is the perm[i]-th row read.
-        perm = rng.permutation(num) if rng is not None else None
+        Rows are shuffled within windows of ``window`` batches (default: a
+        chunk's). The epoch's order of batches depends on the key, the epoch,
+        ``batch_size`` and ``window`` only, not on ``chunk_batches`` or
+        ``start``: a fit resumed with other chunks continues the same stream.
+        """
+        windows = _windows(self.num_rows, batch_size, window or chunk_batches, rng)
+        cut = _chunk_pieces(windows, self.num_rows, batch_size, chunk_batches, start)
+        for pieces in cut:
+            yield self._chunk(pieces, batch_size, chunk_batches)
+
+    def _chunk(self, pieces, batch_size, chunk_batches) -> Chunk:
         size = chunk_batches * batch_size
+        num = sum(o1 - o0 for _, o0, o1, _ in pieces)
         mask = np.zeros(size, bool)
         mask[:num] = True
+        reads = [read for piece in pieces for read in _piece_reads(*piece)]
+        leaves, treedef = jax.tree.flatten(
+            self.data, is_leaf=lambda x: hasattr(x, "shape")
+        )
+        if any(isinstance(x, jax.Array) for x in leaves):
+            out = _device_gather(leaves, reads, num, size)
+        else:
+            out = _host_gather(leaves, reads, num, size)
+        batches = [x.reshape(chunk_batches, batch_size, *x.shape[1:]) for x in out]
+        return jax.tree.unflatten(treedef, batches), mask.reshape(
+            chunk_batches, batch_size
+        )
 
-        def gather(x):
-            if isinstance(x, jax.Array):  # stays on its device
-                rows = _device_rows(x, runs, perm, size)
-                return rows.reshape(chunk_batches, batch_size, *x.shape[1:])
-            block = _read_runs(x, runs)
-            if perm is not None or num < size:
-                # A new, aligned chunk (the CPU device adopts it, see
-                # CPU_ALIGNMENT). Padding rows copy the first row read:
-                # finite, and masked.
-                out = aligned_empty((size, *block.shape[1:]), block.dtype)
-                if perm is not None:
-                    np.take(block, perm, axis=0, out=out[:num])
-                else:
-                    out[:num] = block
-                out[num:] = block[:1]
-                block = out
-            # Without shuffle or padding, an in-memory array's chunk is a view:
-            # no host copy before the transfer to the device.
-            return block.reshape(chunk_batches, batch_size, *x.shape[1:])
 
-        batches = jax.tree.map(gather, self.data, is_leaf=lambda x: hasattr(x, "shape"))
-        return batches, mask.reshape(chunk_batches, batch_size)
+class _Window(NamedTuple):
+    """The rows of one shuffle window: read as ``runs`` (sorted ``(start,
+    stop)`` row ranges), the i-th row read going to position ``dest[i]`` of
+    the window (``dest`` None: in the order read)."""
+
+    runs: list
+    num: int
+    dest: np.ndarray | None
+
+
+def _windows(num_rows, batch_size, window, rng) -> Iterator[_Window]:
+    """An epoch's windows in order: blocks of ``batch_size`` rows permuted,
+    ``window`` blocks a window (the ragged tail joins the last, partial one),
+    rows permuted within each window."""
+    full = num_rows // batch_size
+    order = rng.permutation(full) if rng is not None else np.arange(full)
+    groups = [order[i : i + window] for i in range(0, full, window)]
+    tail = np.arange(full * batch_size, num_rows)
+    if len(tail) and groups and len(groups[-1]) < window:
+        last = groups.pop()
+    else:
+        last = np.zeros(0, np.int64)
+    empty = np.zeros(0, np.int64)
+    for blocks in groups:
+        yield _window(blocks, empty, batch_size, rng)
+    if len(last) or len(tail):
+        yield _window(last, tail, batch_size, rng)
+
+
+def _window(blocks, tail, batch_size, rng) -> _Window:
+    # Sorted blocks: sequential reads from a memmap or HDF5 file, one per
+    # run of adjacent blocks (and the ragged tail, which comes last).
+    runs = _runs(np.sort(blocks), batch_size, tail)
+    num = sum(stop - start for start, stop in runs)
+    if rng is None:
+        return _Window(runs, num, None)
+    # int32 where it fits: index arrays are part of a chunk's memory (the
+    # same permutation as rng.permutation(num): the draws do not depend on
+    # the dtype).
+    index = np.int32 if num < 2**31 else np.int64
+    perm = rng.permutation(np.arange(num, dtype=index))  # i-th out <- perm[i]
+    dest = np.empty_like(perm)
+    dest[perm] = np.arange(num, dtype=index)
+    return _Window(runs, num, dest)
+
+
+def _chunk_pieces(windows, num_rows, batch_size, chunk_batches, start):
+    """Per chunk, its pieces ``(window, o0, o1, offset)``: the window's
+    positions ``o0:o1`` fill the chunk from row ``offset``."""
+    windows = iter(windows)
+    current, begin = next(windows), 0  # begin: the window's first epoch row
+    for r0 in range(start * batch_size, num_rows, chunk_batches * batch_size):
+        r1 = min(r0 + chunk_batches * batch_size, num_rows)
+        pieces, r = [], r0
+        while r < r1:
+            while r >= begin + current.num:
+                begin += current.num
+                current = next(windows)
+            o0, o1 = r - begin, min(r1 - begin, current.num)
+            pieces.append((current, o0, o1, r - r0))
+            r = begin + o1
+        yield pieces
 
 
 def aligned_empty(shape: tuple, dtype: Any) -> np.ndarray:
@@ -239,25 +290,103 @@ def _runs(blocks: np.ndarray, batch_size: int, tail: np.ndarray) -> list:
     return [tuple(run) for run in runs]
 
 
-def _device_rows(x: jax.Array, runs: list, perm: Any, size: int) -> jax.Array:
-    """The rows ``_chunk`` would read from ``x``, gathered on ``x``'s device
-    (a JAX array goes no round trip through the host)."""
-    if len(runs) == 1 and perm is None and runs[0][1] - runs[0][0] == size:
-        return x[runs[0][0] : runs[0][1]]
-    rows = np.concatenate([np.arange(start, stop) for start, stop in runs])
-    first = rows[0]  # padding copies the first row read, as on the host
-    if perm is not None:
-        rows = rows[perm]
-    rows = np.concatenate([rows, np.full(size - len(rows), first)])
-    return jnp.take(x, rows, axis=0)
+# Rows read per slice: bounds the temporary a slice of an HDF5 dataset (or
+# the positions of a shuffled read) takes beside the chunk.
+_READ_ROWS = 1 << 14
 
 
-def _read_runs(x: Any, runs: list) -> np.ndarray:
-    """The rows of ``runs`` of ``x``, each run read as one slice."""
-    if not runs:
-        return np.zeros((0, *x.shape[1:]), x.dtype)
-    parts = [np.asarray(x[start:stop]) for start, stop in runs]
-    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+def _piece_reads(window, o0, o1, offset):
+    """``(src, dest)`` pairs: source rows ``src`` go to chunk rows ``dest``
+    (each a slice or an index array), for the window's positions
+    ``o0:o1`` placed from chunk row ``offset``."""
+    starts = np.cumsum([0] + [stop - start for start, stop in window.runs])
+    if o0 == 0 and o1 == window.num:  # a whole window: read run by run
+        for (start, stop), first in zip(window.runs, starts, strict=False):
+            for a in range(start, stop, _READ_ROWS):
+                b = min(a + _READ_ROWS, stop)
+                i, j = first + a - start, first + b - start
+                dest = (
+                    slice(offset + i, offset + j)
+                    if window.dest is None
+                    else window.dest[i:j] + offset
+                )
+                yield slice(a, b), dest
+        return
+    # Part of a window (a fit resumed with other chunks): row by row.
+    if window.dest is None:
+        read = np.arange(o0, o1)
+    else:
+        read = np.flatnonzero((window.dest >= o0) & (window.dest < o1))
+    run = np.searchsorted(starts, read, side="right") - 1
+    rows = np.asarray(window.runs, np.int64)[run, 0] + read - starts[run]
+    dest = (read if window.dest is None else window.dest[read]) - o0 + offset
+    for a in range(0, len(rows), _READ_ROWS):
+        yield rows[a : a + _READ_ROWS], dest[a : a + _READ_ROWS]
+
+
+def _host_gather(leaves, reads, num, size):
+    """Each leaf's chunk: a new aligned array (the CPU device adopts it, see
+    CPU_ALIGNMENT) filled slice by slice, no copy of the whole chunk
+    beside it; or, for one slice in order filling the chunk, a view."""
+    whole = _one_slice(reads, num, size)
+    if whole is not None:
+        return [np.asarray(x[whole]) for x in leaves]
+    out = [aligned_empty((size, *x.shape[1:]), x.dtype) for x in leaves]
+    for src, dest in reads:
+        for x, o in zip(leaves, out, strict=True):
+            o[dest] = x[src]
+    pad = _first_finite_row(out, num)
+    for o in out:
+        o[num:] = o[pad]
+    return out
+
+
+def _one_slice(reads, num, size) -> slice | None:
+    """The source rows, if they are one slice read in order that fills the
+    chunk (an in-memory array's chunk is then a view: no host copy)."""
+    if num != size or not all(
+        isinstance(src, slice) and isinstance(dest, slice) for src, dest in reads
+    ):
+        return None
+    starts = [src.start - dest.start for src, dest in reads]
+    if len(set(starts)) != 1 or reads[0][1].start != 0:
+        return None
+    return slice(starts[0], starts[0] + size)
+
+
+def _first_finite_row(arrays, num) -> int:
+    """The first row finite in every array: what padding rows copy (a NaN
+    row copied into the padding would cost one more skipped batch)."""
+    step = 64
+    for a in range(0, num, step):
+        ok = np.ones(min(step, num - a), bool)
+        for x in arrays:
+            if np.dtype(x.dtype).kind in "fc":
+                ok &= np.isfinite(x[a : a + len(ok)]).reshape(len(ok), -1).all(axis=1)
+        if ok.any():
+            return a + int(np.argmax(ok))
+    return 0
+
+
+def _device_gather(leaves, reads, num, size):
+    """The chunk of JAX-array leaves, gathered on their device (no round
+    trip through the host); padding copies the first row finite in all."""
+    rows = np.zeros(size, np.int64)
+    for src, dest in reads:
+        rows[dest] = np.arange(src.start, src.stop) if isinstance(src, slice) else src
+    if num == size and np.array_equal(rows, np.arange(rows[0], rows[0] + size)):
+        return [x[rows[0] : rows[0] + size] for x in leaves]
+    index = jnp.asarray(rows[:num])
+    taken = [jnp.take(x, index, axis=0) for x in leaves]
+    finite = jnp.ones(num, bool)
+    for t in taken:
+        if jnp.issubdtype(t.dtype, jnp.inexact):
+            finite &= jnp.isfinite(t.reshape(num, -1)).all(axis=1)
+    pad = jnp.argmax(finite)
+    return [
+        jnp.concatenate([t, jnp.broadcast_to(t[pad], (size - num, *t.shape[1:]))])
+        for t in taken
+    ]
 
 
 class IterableSource:
@@ -293,11 +422,22 @@ class IterableSource:
             yield from iter(self.iterable)
 
     def chunks(
-        self, batch_size: int, chunk_batches: int, rng: Any = None
+        self,
+        batch_size: int,
+        chunk_batches: int,
+        rng: Any = None,
+        *,
+        window: int | None = None,
+        start: int = 0,
     ) -> Iterator[Chunk]:
-        del rng
+        """The iterable's batches from batch ``start`` on, ``chunk_batches``
+        a chunk (``rng`` and ``window`` unused: the iterable's own order)."""
+        del rng, window
         pending: list[Any] = []
-        for batch in self._batches():
+        batches = self._batches()
+        for _ in range(start):
+            next(batches, None)
+        for batch in batches:
             pending.append(batch)
             if len(pending) == chunk_batches:
                 yield self._chunk(pending, batch_size, chunk_batches)
@@ -319,8 +459,10 @@ class IterableSource:
                 )
             if k < len(batches):
                 mask[k, :rows] = True
+            leaves = [np.asarray(x) for x in _leaves(batch)]
+            pad = _first_finite_row(leaves, rows)
             index = np.concatenate(
-                [np.arange(rows), np.zeros(batch_size - rows, np.int64)]
+                [np.arange(rows), np.full(batch_size - rows, pad, np.int64)]
             )
             padded.append(
                 jax.tree.map(
@@ -388,46 +530,89 @@ def plan(
     return Plan(batch_size, example, num_batches, chunk_batches)
 
 
-def prefetch(chunks: Iterator[Any], put: Callable[[Any], Any], depth: int = 2):
+class Prefetcher:
     """Moves chunks to the device on a background thread, ``depth`` ahead.
 
-    At most ``depth`` chunks are alive at once (the one the consumer runs and
-    the ones read ahead): the worker takes a slot before reading a chunk, and
-    the consumer gives it back when it asks for the next one, so the host and
-    device memory for chunks stays within the budget whatever the data size.
+    At most ``depth`` chunks are alive at once (the one the device runs and
+    the ones read ahead): the worker takes a slot before reading a chunk and
+    the slot comes back when the consumer is done with that chunk, so the
+    host and device memory for chunks stays within the budget whatever the
+    data size. By default a chunk is done when the consumer asks for the
+    next one; with ``manual=True`` only when it calls :meth:`release`,
+    which a consumer whose device work is asynchronous calls once that work
+    has finished (a chunk dispatched is still in use).
     """
-    buffer: queue.Queue = queue.Queue()
-    slots = threading.Semaphore(depth)
-    done = object()
-    stop = threading.Event()
 
-    def worker():
+    def __init__(
+        self,
+        chunks: Iterator[Any],
+        put: Callable[[Any], Any],
+        depth: int = 2,
+        *,
+        manual: bool = False,
+    ):
+        self._buffer: queue.Queue = queue.Queue()
+        self._slots = threading.Semaphore(depth)
+        self._stop = threading.Event()
+        self._manual = manual
+        self._thread = threading.Thread(
+            target=self._work, args=(chunks, put), daemon=True
+        )
+        self._thread.start()
+        self._items = self._consume()
+
+    def _work(self, chunks, put):
         try:
             iterator = iter(chunks)
             while True:
-                while not slots.acquire(timeout=0.05):
-                    if stop.is_set():
+                while not self._slots.acquire(timeout=0.05):
+                    if self._stop.is_set():
                         return
-                if stop.is_set():
+                if self._stop.is_set():
                     return
-                chunk = next(iterator, done)
-                if chunk is done:
+                chunk = next(iterator, _DONE)
+                if chunk is _DONE:
                     break
-                buffer.put(put(chunk))
+                self._buffer.put(put(chunk))
                 del chunk
-            buffer.put(done)
+            self._buffer.put(_DONE)
         except BaseException as error:  # re-raised in the consumer
-            buffer.put(error)
+            self._buffer.put(error)
 
-    thread = threading.Thread(target=worker, daemon=True)
-    thread.start()
-    try:
-        while (item := buffer.get()) is not done:
+    def _consume(self):
+        while (item := self._buffer.get()) is not _DONE:
             if isinstance(item, BaseException):
                 raise item
             yield item
             del item
-            slots.release()  # the consumer is done with the previous chunk
+            if not self._manual:
+                self._slots.release()
+
+    def release(self) -> None:
+        """The consumer is done with one chunk: its slot may be read into."""
+        self._slots.release()
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return next(self._items)
+
+    def close(self) -> None:
+        """Stops the worker (an early stop or an error)."""
+        self._stop.set()
+        self._items.close()
+        self._thread.join()
+
+
+_DONE = object()
+
+
+def prefetch(chunks: Iterator[Any], put: Callable[[Any], Any], depth: int = 2):
+    """A :class:`Prefetcher` as a generator: each chunk is done when the next
+    is asked for, and the worker stops when the generator is closed."""
+    prefetcher = Prefetcher(chunks, put, depth)
+    try:
+        yield from prefetcher
     finally:
-        stop.set()
-        thread.join()
+        prefetcher.close()

@@ -7,8 +7,11 @@ runs; the previous state's buffers are donated) -> ``run_chunk`` -> FitState.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
+import os
+import re
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -20,6 +23,7 @@ import optax
 from jaxfit import _callables, _checks
 from jaxfit import checkpoint as _checkpoint
 from jaxfit import data as _data
+from jaxfit import feeder as _feeder
 from jaxfit.step import (
     FitState,
     init_fit_state,
@@ -70,14 +74,6 @@ class ChunkInfo(NamedTuple):
     chunk: int
     state: FitState
     metrics: dict[str, np.ndarray]
-
-
-# Stands for the chunk of the previous epoch (see `same_chunk` in `fit`).
-_SAME_CHUNK = object()
-
-
-def _epoch_rng(key: np.ndarray, epoch: int) -> np.random.Generator:
-    return np.random.default_rng([int(k) for k in np.asarray(key)] + [epoch])
 
 
 def fit(
@@ -171,215 +167,81 @@ def fit(
       >>> np.round(np.asarray(result.params), 1)
       array([3., 1.], dtype=float32)
     """
-    _checks.positive_int("epochs", epochs)
-    _checks.positive_int("checkpoint_every", checkpoint_every)
-    if unroll is not None:
-        _checks.positive_int("unroll", unroll)
-    if patience is not None:
-        _checks.positive_int("patience", patience)
+    _check_fit_args(
+        loss,
+        tx,
+        params,
+        data,
+        key,
+        shuffle,
+        mesh,
+        callback,
+        loss_tol,
+        patience,
+        checkpoint_path,
+        epochs,
+        checkpoint_every,
+        unroll,
+    )
     source = _data.open_source(data)
     if getattr(source, "one_shot", False) and epochs > 1:
         raise ValueError(
             "`data` is a one-shot iterator and cannot be read for "
             f"epochs={epochs}; pass a re-iterable (e.g. a list or a loader)"
         )
-    plan = _data.plan(source, batch_size, chunk_batches, chunk_bytes)
-    batch_size, example, num_batches, k = plan
-    rows = getattr(source, "num_rows", None)
-    if rows is not None and rows % batch_size and not takes_mask(loss):
-        raise ValueError(
-            f"`loss` takes no `mask`, but {rows} rows do not divide "
-            f"into batches of {batch_size}: add a `mask` parameter (see "
-            "jaxfit.masked_mean) so the last batch can be padded"
-        )
-    # With several processes, batch_size is each process's share of a step.
-    if mesh is not None and batch_size * jax.process_count() % mesh.size:
-        raise ValueError(
-            f"`batch_size`={batch_size} (per process) must divide evenly over "
-            f"the mesh's {mesh.size // jax.process_count()} devices per process"
-        )
-
-    state = _initial_state(tx)(params, _key_arg(key))
-    example_mask = np.ones(batch_size, bool)
-    pad = np.zeros(batch_size - _data._check_rows(example), np.int64)
-    example = jax.tree.map(
-        lambda x: np.concatenate([np.asarray(x), np.asarray(x)[pad]]), example
+    batch_size, example, num_batches, k = _data.plan(
+        source, batch_size, chunk_batches, chunk_bytes
     )
+    _check_batching(source, loss, batch_size, mesh)
+    state = _initial_state(tx)(params, _key_arg(key))
+    example = _padded_example(example, batch_size)
     # Loss errors, before any work; cached per shapes, so a repeated fit
     # does not trace the step again.
-    auto_unroll = _traced_step(loss, tx, _signature((state, example, example_mask)))
-    unroll = auto_unroll if unroll is None else unroll
+    signature = _signature((state, example, np.ones(batch_size, bool)))
+    unroll = _traced_step(loss, tx, signature) if unroll is None else unroll
 
-    history: dict[str, list[np.ndarray]] = {}
-    position = {"epoch": 0, "chunk": 0}
+    stream = _stream_id(source, batch_size, shuffle, state.key, example)
+    track = _Track(window=k, stream=stream, structures=_structures(state))
     if resume_from is not None:
-        state, position, saved = _checkpoint.load(resume_from, state)
-        history = {name: [values] for name, values in saved.items()}
-        state = _fresh_buffers(state)
-    batch_sharded = None
+        state, track = _resume(resume_from, state, stream)
+        reason = track.stop_reason(epochs, loss_tol, patience)
+        if reason is not None:  # a finished fit: returned as it was
+            return track.result(state, reason)
+    sharding = None
     if mesh is not None:
-        axis = mesh.axis_names[0]
         replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-        batch_sharded = jax.sharding.NamedSharding(
-            mesh, jax.sharding.PartitionSpec(None, axis)
+        sharding = jax.sharding.NamedSharding(
+            mesh, jax.sharding.PartitionSpec(None, mesh.axis_names[0])
         )
         state = jax.device_put(state, replicated)
-
-    on_cpu = jax.devices()[0].platform == "cpu"
-
-    def put(chunk):
-        if batch_sharded is None:
-            # may_alias: on CPU an aligned host chunk becomes the device
-            # buffer without a copy; an unaligned one (a view of the user's
-            # arrays, a memmap slice) is aligned by NumPy first, which is
-            # faster than XLA's own copy.
-            if on_cpu:
-                chunk = jax.tree.map(_data.cpu_aligned, chunk)
-            return jax.device_put(chunk, may_alias=True)
-        if jax.process_count() > 1:
-            # Several hosts: each passes its own rows; the global batch is
-            # their concatenation along the batch axis.
-            return jax.tree.map(
-                lambda a: jax.make_array_from_process_local_data(batch_sharded, a),
-                chunk,
-            )
-        return jax.device_put(chunk, batch_sharded)
-
-    # Rows read in order, one chunk per epoch without padding: every epoch's
-    # chunk is the same, so it moves to the device once per fit (it is both
-    # the chunk running and the one read ahead: within the budget).
-    same_chunk = (
-        not shuffle
-        and isinstance(source, _data.ArraySource)
-        and source.num_rows == k * batch_size
-    )
-    device_chunk = None
-    run = _compiled_runner(loss, tx, unroll)
-    bar = _progress_bar(progress, epochs, num_batches, k)
-    stopped = "epochs"
-    epoch_means: list[float] = []
-    chunks_done = 0
-    epochs_done = position["epoch"]
-    stream = None
-    try:
-        key_host = np.asarray(state.key)
-        first_epoch = position["epoch"]
-
-        def epoch_chunks():
-            # All epochs in one stream, so the next epoch's first chunk is read
-            # while this epoch's last one runs. The key never changes during a
-            # fit, so every epoch's shuffle is known ahead.
-            for epoch in range(first_epoch, epochs):
-                rng = _epoch_rng(key_host, epoch) if shuffle else None
-                if same_chunk and device_chunk is not None:
-                    chunks = iter([_SAME_CHUNK])  # on the device already
-                else:
-                    chunks = source.chunks(batch_size, k, rng)
-                skip = position["chunk"] if epoch == first_epoch else 0
-                for _ in range(skip):
-                    next(chunks)
-                for index, chunk in enumerate(chunks, skip):
-                    yield epoch, index, chunk
-                yield epoch, None, None  # the end of the epoch
-
+    feeder = _feeder.Feeder(
+        source,
+        batch_size,
+        k,
+        epochs,
+        start=(track.epoch, track.step),
+        rng_key=np.asarray(state.key) if shuffle else None,
+        window=track.window,
         # A loss without a mask needs one flag per batch (is it real?), not a
         # bool per row: 1/8 of a float32 curve's bytes less to move. Under a
         # mesh each process's rows differ, so the rows' masks stay.
-        flags_only = not takes_mask(loss) and mesh is None
-
-        def put_item(item):
-            epoch, index, chunk = item
-            if chunk is None:
-                return epoch, index, None
-            nonlocal device_chunk
-            if chunk is _SAME_CHUNK:
-                return epoch, index, device_chunk
-            batches, masks = chunk
-            on_device = put((batches, masks.any(axis=1) if flags_only else masks))
-            if same_chunk:
-                device_chunk = on_device
-            return epoch, index, on_device
-
-        epoch_losses = []
-        pending = None  # the last dispatched chunk whose metrics are unread
-
-        def drain():
-            """Reads the pending chunk's metrics into the history."""
-            nonlocal pending
-            if pending is None:
-                return None
-            epoch_of, metrics = pending
-            pending = None
-            host = jax.device_get(metrics)
-            real = host.pop("real")
-            host = {name: values[real] for name, values in host.items()}
-            for name, values in host.items():
-                history.setdefault(name, []).append(values)
-            epoch_losses.append(host["loss"])
-            if bar is not None:
-                bar.update(int(real.sum()))
-                bar.set_postfix(loss=f"{np.nanmean(host['loss']):.4g}", epoch=epoch_of)
-            return host
-
-        # A chunk that stays on the device has nothing to read ahead: no
-        # thread to start and hand over to.
-        stream = (
-            (put_item(item) for item in epoch_chunks())
-            if same_chunk
-            else _data.prefetch(epoch_chunks(), put_item)
-        )
-        for epoch, index, chunk in stream:
-            if chunk is not None:
-                batches, masks = chunk
-                del chunk
-                state, metrics = run(state, batches, masks)
-                del batches, masks  # done: the prefetcher may reuse the budget
-                # Dispatch is asynchronous: read the previous chunk's metrics
-                # while this one runs, so the device never waits on the host.
-                drain()
-                pending = (epoch, metrics)
-                chunks_done += 1
-                due = checkpoint_path and chunks_done % checkpoint_every == 0
-                if due or callback is not None:
-                    # Both need this chunk's state, which the next chunk
-                    # would consume (donation): finish it here.
-                    host = drain()
-                    if due:
-                        _save(checkpoint_path, state, epoch, index + 1, history)
-                    if callback is not None and callback(
-                        ChunkInfo(epoch, index, state, host)
-                    ):
-                        stopped = "callback"
-                        _save_if(checkpoint_path, state, epoch, index + 1, history)
-                        break
-                continue
-            drain()
-            losses = np.concatenate(epoch_losses) if epoch_losses else np.array([])
-            epoch_losses = []
-            epoch_means.append(float(np.nanmean(losses)) if losses.size else math.inf)
-            epochs_done = epoch + 1
-            _save_if(checkpoint_path, state, epoch + 1, 0, history)
-            if loss_tol is not None and epoch_means[-1] <= loss_tol:
-                stopped = "loss_tol"
-                break
-            if patience is not None and len(epoch_means) > patience:
-                if min(epoch_means[-patience:]) >= min(epoch_means[:-patience]):
-                    stopped = "patience"
-                    break
-    finally:
-        if stream is not None:
-            stream.close()  # stops the prefetch thread (early stop, error)
-        if bar is not None:
-            bar.close()
-    return FitResult(
-        params=state.params,
-        best_params=state.best_params,
-        best_loss=float(state.best_loss),
-        state=state,
-        history={n: np.concatenate(v) for n, v in history.items()},
-        epochs=epochs_done,
-        stopped=stopped,
+        flags_only=not takes_mask(loss) and mesh is None,
+        sharding=sharding,
     )
+    run = _Run(
+        _compiled_runner(loss, tx, unroll),
+        feeder,
+        track,
+        _progress_bar(progress, epochs, num_batches, k),
+        callback,
+        (checkpoint_path, checkpoint_every),
+        (epochs, loss_tol, patience),
+    )
+    try:
+        state, reason = run.all(state)
+    finally:
+        run.close()
+    return track.result(state, reason)
 
 
 # A step of at most this many jaxpr equations (sub-jaxprs included) is
@@ -503,16 +365,6 @@ def _compiled_runner(loss, tx, unroll):
     return _cached("run", loss, tx, (unroll,), build)
 
 
-def _save(path, state, epoch, chunk, history):
-    flat = {n: np.concatenate(v) for n, v in history.items()}
-    _checkpoint.save(path, state, {"epoch": epoch, "chunk": chunk}, flat)
-
-
-def _save_if(path, state, epoch, chunk, history):
-    if path:
-        _save(path, state, epoch, chunk, history)
-
-
 def _progress_bar(enabled, epochs, num_batches, k):
     if not enabled:
         return None
@@ -522,3 +374,315 @@ def _progress_bar(enabled, epochs, num_batches, k):
         return None
     del k
     return tqdm(total=None, unit="step", desc="jaxfit.fit")
+
+
+def _check_fit_args(
+    loss,
+    tx,
+    params,
+    data,
+    key,
+    shuffle,
+    mesh,
+    callback,
+    loss_tol,
+    patience,
+    checkpoint_path,
+    epochs,
+    checkpoint_every,
+    unroll,
+):
+    """Every argument ``fit`` can check before any work, each error naming it."""
+    if not callable(loss):
+        raise ValueError(f"`loss` must be callable, got {loss!r}")
+    if not (
+        callable(getattr(tx, "init", None)) and callable(getattr(tx, "update", None))
+    ):
+        hint = (
+            ": it looks like a factory, call it (e.g. jaxfit.adam(1e-3))"
+            if callable(tx)
+            else ""
+        )
+        raise ValueError(
+            f"`tx` must be an Optax transformation (with init and update), got "
+            f"{tx!r}{hint}"
+        )
+    if isinstance(params, (str, bytes)) or not jax.tree.leaves(params):
+        raise ValueError(
+            f"`params` must be a pytree of floating-point arrays, got {params!r}"
+        )
+    _checks.params(params)
+    if isinstance(data, list) and len(data) > 1:
+        first, *rest = (jax.tree.structure(b) for b in data[:2])
+        shapes = [[np.shape(x)[1:] for x in jax.tree.leaves(b)] for b in data[:2]]
+        if rest[0] != first or shapes[0] != shapes[1]:
+            raise ValueError(
+                "`data` is a list whose items differ in structure or shape, so "
+                "it is not an iterable of batches: pass arrays as a tuple "
+                "(x, y) or a dict"
+            )
+    if not isinstance(shuffle, (bool, np.bool_)):
+        raise ValueError(f"`shuffle` must be True or False, got {shuffle!r}")
+    _check_key(key)
+    if mesh is not None and not isinstance(mesh, jax.sharding.Mesh):
+        raise ValueError(f"`mesh` must be a jax.sharding.Mesh or None, got {mesh!r}")
+    if callback is not None and not callable(callback):
+        raise ValueError(f"`callback` must be callable or None, got {callback!r}")
+    if loss_tol is not None:
+        _checks.real("loss_tol", loss_tol)
+        if isinstance(loss_tol, (bool, np.bool_)):
+            raise ValueError(f"`loss_tol` must be a real number, got {loss_tol!r}")
+    if patience is not None:
+        _checks.positive_int("patience", patience)
+    _checks.positive_int("epochs", epochs)
+    _checks.positive_int("checkpoint_every", checkpoint_every)
+    if unroll is not None:
+        _checks.positive_int("unroll", unroll)
+    if checkpoint_path is not None:
+        directory = os.path.dirname(os.path.abspath(os.fspath(checkpoint_path)))
+        if not os.path.isdir(directory):
+            raise ValueError(
+                f"`checkpoint_path` {checkpoint_path!r}: directory {directory!r} "
+                "does not exist"
+            )
+        if not os.access(directory, os.W_OK | os.X_OK):
+            raise ValueError(
+                f"`checkpoint_path` {checkpoint_path!r}: directory {directory!r} "
+                "is not writable"
+            )
+
+
+def _check_key(key):
+    if key is None or (
+        isinstance(key, (int, np.integer)) and not isinstance(key, bool)
+    ):
+        return
+    dtype = getattr(key, "dtype", None)
+    if dtype is not None and (
+        jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
+        or (np.dtype(dtype) == np.uint32 and np.shape(key) == (2,))
+    ):
+        return
+    raise ValueError(
+        "`key` must be an int seed, a jax.random.key or a raw uint32[2] key, "
+        f"got {key!r}"
+    )
+
+
+def _check_batching(source, loss, batch_size, mesh):
+    rows = getattr(source, "num_rows", None)
+    if rows is not None and rows % batch_size and not takes_mask(loss):
+        raise ValueError(
+            f"`loss` takes no `mask`, but {rows} rows do not divide "
+            f"into batches of {batch_size}: add a `mask` parameter (see "
+            "jaxfit.masked_mean) so the last batch can be padded"
+        )
+    # With several processes, batch_size is each process's share of a step.
+    if mesh is not None and batch_size * jax.process_count() % mesh.size:
+        raise ValueError(
+            f"`batch_size`={batch_size} (per process) must divide evenly over "
+            f"the mesh's {mesh.size // jax.process_count()} devices per process"
+        )
+
+
+def _padded_example(example, batch_size):
+    """The example batch padded to ``batch_size`` rows (a step's shapes)."""
+    pad = np.zeros(batch_size - _data._check_rows(example), np.int64)
+    return jax.tree.map(
+        lambda x: np.concatenate([np.asarray(x), np.asarray(x)[pad]]), example
+    )
+
+
+def _stream_id(source, batch_size, shuffle, key, example) -> dict:
+    """What determines the stream of batches (not how it is cut in chunks)."""
+    leaves, treedef = jax.tree.flatten(example)
+    rows = getattr(source, "num_rows", None)
+    return {
+        "rows": rows,
+        "batch_size": int(batch_size),
+        "shuffle": bool(shuffle) and rows is not None,
+        "key": [int(k) for k in np.asarray(key)],
+        "data": _structure(treedef)
+        + " "
+        + ", ".join(f"{np.dtype(x.dtype).name}{list(np.shape(x)[1:])}" for x in leaves),
+    }
+
+
+def _structure(tree_or_def) -> str:
+    """A tree structure as text that is the same in every process."""
+    treedef = (
+        tree_or_def
+        if isinstance(tree_or_def, jax.tree_util.PyTreeDef)
+        else jax.tree.structure(tree_or_def)
+    )
+    return re.sub(r" at 0x[0-9a-f]+", "", str(treedef))
+
+
+@dataclasses.dataclass
+class _Track:
+    """Where a fit is and everything its future depends on: all of it goes
+    into a checkpoint, so a resumed fit equals an uninterrupted one."""
+
+    window: int  # batches per shuffle window
+    stream: dict = dataclasses.field(default_factory=dict)
+    structures: dict = dataclasses.field(default_factory=dict)
+    epoch: int = 0  # the epoch in progress (epochs completed)
+    step: int = 0  # its batches done
+    epoch_means: list = dataclasses.field(default_factory=list)
+    epoch_losses: list = dataclasses.field(default_factory=list)  # this epoch's
+    history: dict = dataclasses.field(default_factory=dict)
+    stopped: str = ""
+
+    def add(self, metrics: dict[str, np.ndarray]) -> None:
+        for name, values in metrics.items():
+            self.history.setdefault(name, []).append(values)
+        self.epoch_losses.append(metrics["loss"])
+
+    def end_epoch(self) -> None:
+        losses = np.concatenate(self.epoch_losses) if self.epoch_losses else []
+        self.epoch_means.append(float(np.nanmean(losses)) if len(losses) else math.inf)
+        self.epoch_losses, self.epoch, self.step = [], self.epoch + 1, 0
+
+    def stop_reason(self, epochs, loss_tol, patience) -> str | None:
+        """Why the fit stops here, or None (decided at an epoch's end only)."""
+        means = self.epoch_means
+        if self.step:
+            return None
+        if means and loss_tol is not None and means[-1] <= loss_tol:
+            return "loss_tol"
+        if patience is not None and len(means) > patience:
+            if min(means[-patience:]) >= min(means[:-patience]):
+                return "patience"
+        return "epochs" if self.epoch >= epochs else None
+
+    def flat_history(self) -> dict[str, np.ndarray]:
+        return {n: np.concatenate(v) for n, v in self.history.items()}
+
+    def record(self) -> dict:
+        keys = ("window", "stream", "structures", "epoch", "step", "epoch_means")
+        return {k: getattr(self, k) for k in keys} | {"stopped": self.stopped}
+
+    def result(self, state, reason) -> FitResult:
+        return FitResult(
+            params=state.params,
+            best_params=state.best_params,
+            best_loss=float(state.best_loss),
+            state=state,
+            history=self.flat_history(),
+            epochs=self.epoch,
+            stopped=reason,
+        )
+
+
+def _resume(path, state, stream):
+    """The checkpointed state and track, checked against this fit."""
+    saved, record, history = _checkpoint.load(path, state)
+    path = os.fspath(path)
+    _checkpoint.check_same("resume_from", path, "data stream", record["stream"], stream)
+    _checkpoint.check_same(
+        "resume_from",
+        path,
+        "params or optimizer",
+        record["structures"],
+        _structures(state),
+    )
+    track = _Track(
+        window=record["window"],
+        stream=stream,
+        structures=record["structures"],
+        epoch=record["epoch"],
+        step=record["step"],
+        epoch_means=list(record["epoch_means"]),
+        history={name: [values] for name, values in history.items()},
+        stopped=record["stopped"],
+    )
+    if track.step:  # the losses of the epoch in progress
+        track.epoch_losses = [history["loss"][len(history["loss"]) - track.step :]]
+    return _fresh_buffers(saved), track
+
+
+def _structures(state) -> dict:
+    return {
+        "params": _structure(state.params),
+        "opt_state": _structure(state.opt_state),
+    }
+
+
+class _Run:
+    """The loop over the feeder: runs each chunk, reads its metrics one chunk
+    late (so the device never waits on the host), checkpoints and stops."""
+
+    def __init__(self, runner, feeder, track, bar, callback, checkpointing, stopping):
+        self.runner, self.feeder, self.track, self.bar = runner, feeder, track, bar
+        self.callback = callback
+        self.path, self.every = checkpointing
+        self.stopping = stopping  # (epochs, loss_tol, patience)
+        self.pending = None  # the last dispatched chunk's metrics, unread
+        self.chunks_done = 0
+
+    def all(self, state):
+        for item in self.feeder:
+            if item.batches is None:
+                self.drain()
+                reason = self.end_epoch(state)
+                if reason is not None:
+                    return state, reason
+                continue
+            state, metrics = self.runner(state, item.batches, item.masks)
+            epoch, index, steps = item.epoch, item.index, item.steps
+            del item  # the chunk is the device's now
+            # Dispatch is asynchronous: read the previous chunk's metrics
+            # while this one runs.
+            self.drain()
+            self.pending = (epoch, metrics)
+            self.track.step += steps
+            self.chunks_done += 1
+            due = self.path and self.chunks_done % self.every == 0
+            if due or self.callback is not None:
+                # Both need this chunk's state, which the next chunk would
+                # consume (donation): finish it here.
+                host = self.drain()
+                if due:
+                    self.save(state)
+                info = ChunkInfo(epoch, index, state, host)
+                if self.callback is not None and self.callback(info):
+                    self.track.stopped = "callback"
+                    if self.path:
+                        self.save(state)
+                    return state, "callback"
+        return state, "epochs"
+
+    def drain(self):
+        """Reads the pending chunk's metrics into the track; the device is
+        done with that chunk, so its memory goes back to the feeder."""
+        if self.pending is None:
+            return None
+        epoch, metrics = self.pending
+        self.pending = None
+        host = jax.device_get(metrics)
+        self.feeder.release()
+        real = host.pop("real")
+        host = {name: values[real] for name, values in host.items()}
+        self.track.add(host)
+        if self.bar is not None:
+            self.bar.update(int(real.sum()))
+            self.bar.set_postfix(loss=f"{np.nanmean(host['loss']):.4g}", epoch=epoch)
+        return host
+
+    def end_epoch(self, state):
+        self.track.end_epoch()
+        reason = self.track.stop_reason(*self.stopping)
+        self.track.stopped = reason or ""
+        if self.path:
+            self.save(state)
+        return reason
+
+    def save(self, state):
+        _checkpoint.save(
+            self.path, state, self.track.record(), self.track.flat_history()
+        )
+
+    def close(self):
+        self.feeder.close()
+        if self.bar is not None:
+            self.bar.close()

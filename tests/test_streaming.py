@@ -144,13 +144,15 @@ def test_jax_arrays_are_chunked_on_their_device_like_numpy_arrays(monkeypatch):
     x, y = make_data(1000)  # shuffled, a ragged batch, a padded last chunk
     kwargs = dict(batch_size=64, epochs=2, chunk_batches=6, key=4, progress=False)
     host = jaxfit.fit(loss, TX, PARAMS, (x, y), **kwargs)
-    read_on_host = jaxfit.data._read_runs
+    gather_on_host = jaxfit.data._host_gather
 
-    def read_runs(x, runs):
-        assert not isinstance(x, jax.Array), "a JAX array went through the host"
-        return read_on_host(x, runs)
+    def host_gather(leaves, *args):
+        assert not any(isinstance(x, jax.Array) for x in leaves), (
+            "a JAX array went through the host"
+        )
+        return gather_on_host(leaves, *args)
 
-    monkeypatch.setattr(jaxfit.data, "_read_runs", read_runs)
+    monkeypatch.setattr(jaxfit.data, "_host_gather", host_gather)
     device = jaxfit.fit(loss, TX, PARAMS, (jnp.asarray(x), jnp.asarray(y)), **kwargs)
     chex.assert_trees_all_equal(device.params, host.params)
 
