@@ -65,9 +65,15 @@ def save(
         except FileNotFoundError:
             pass
     encoded = [_encode(x) for x in jax.tree.leaves(jax.device_get(state))]
-    meta = {"format": FORMAT, "dtypes": [dtype for _, dtype in encoded], **record}
+    metrics = {k: _encode(v) for k, v in history.items()}
+    meta = {
+        "format": FORMAT,
+        "dtypes": [dtype for _, dtype in encoded],
+        "history_dtypes": {k: dtype for k, (_, dtype) in metrics.items()},
+        **record,
+    }
     payload = {f"leaf_{i}": x for i, (x, _) in enumerate(encoded)}
-    payload.update({f"history_{k}": np.asarray(v) for k, v in history.items()})
+    payload.update({f"history_{k}": x for k, (x, _) in metrics.items()})
     payload["meta"] = np.asarray(json.dumps(meta))
     tmp = _temporaries(path).replace("*", secrets.token_hex(8))
     # 0o666 less the umask, as open() gives; mkstemp would give 0600.
@@ -106,16 +112,24 @@ def load(
                 raise KeyError("format")
             leaves = [archive[f"leaf_{i}"] for i in range(len(meta["dtypes"]))]
             history = {
-                k[len("history_") :]: archive[k]
-                for k in archive.files
-                if k.startswith("history_")
+                k: _decode(archive[f"history_{k}"], dtype)
+                for k, dtype in meta["history_dtypes"].items()
             }
+            leaves = [
+                _decode(x, d) for x, d in zip(leaves, meta["dtypes"], strict=True)
+            ]
     except (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile) as error:
+        # NumPy's own text for pickled data advises allow_pickle, which a
+        # checkpoint never needs: say what the file is instead.
+        why = (
+            "it holds pickled Python objects"
+            if "pickle" in str(error)
+            else f"{type(error).__name__}: {error}"
+        )
         raise ValueError(
             f"`{name}` {path!r} is not a readable jaxfit checkpoint (empty, "
-            f"truncated, corrupt or another file): {type(error).__name__}: {error}"
+            f"truncated, corrupt or another file): {why}"
         ) from None
-    leaves = [_decode(x, d) for x, d in zip(leaves, meta["dtypes"], strict=True)]
     leaves_like, treedef = jax.tree.flatten(like)
     if len(leaves) != len(leaves_like):
         raise ValueError(

@@ -217,13 +217,11 @@ def _window(blocks, tail, batch_size, rng) -> _Window:
     num = sum(stop - start for start, stop in runs)
     if rng is None:
         return _Window(runs, num, None)
-    # int32 where it fits: index arrays are part of a chunk's memory (the
-    # same permutation as rng.permutation(num): the draws do not depend on
-    # the dtype).
-    index = np.int32 if num < 2**31 else np.int64
-    perm = rng.permutation(np.arange(num, dtype=index))  # i-th out <- perm[i]
-    dest = np.empty_like(perm)
-    dest[perm] = np.arange(num, dtype=index)
+    # The i-th row read goes to position dest[i]: a uniformly random
+    # permutation, shuffled in place in int32 where it fits, since the index
+    # is part of a chunk's memory (see `plan`).
+    dest = np.arange(num, dtype=np.int32 if num < 2**31 else np.int64)
+    rng.shuffle(dest)
     return _Window(runs, num, dest)
 
 
@@ -491,12 +489,16 @@ def plan(
     batch_size: int | None,
     chunk_batches: int | None = None,
     chunk_bytes: int | None = None,
+    *,
+    shuffle: bool = False,
 ) -> Plan:
     """Checks the batching arguments against ``source`` and sizes chunks.
 
     ``chunk_batches`` defaults to what fits twice in ``chunk_bytes`` (default
     ``DEFAULT_CHUNK_BYTES``), capped at an epoch's batches, or at
-    ``ITERABLE_CHUNK_BATCHES`` for an iterable.
+    ``ITERABLE_CHUNK_BATCHES`` for an iterable. A chunk's bytes are its rows'
+    data, its row mask and, when ``shuffle``, its shuffle index (4 bytes a
+    row): all of it counts against the budget.
     """
     if chunk_batches is not None:
         _checks.positive_int("chunk_batches", chunk_batches)
@@ -525,6 +527,8 @@ def plan(
         row_bytes = source.row_bytes()
     if chunk_batches is None:
         budget = DEFAULT_CHUNK_BYTES if chunk_bytes is None else chunk_bytes
+        index_bytes = 1 + (4 if shuffle and num_batches is not None else 0)
+        row_bytes += index_bytes
         chunk_batches = max(1, budget // max(1, 2 * batch_size * row_bytes))
         chunk_batches = int(min(chunk_batches, num_batches or ITERABLE_CHUNK_BATCHES))
     return Plan(batch_size, example, num_batches, chunk_batches)

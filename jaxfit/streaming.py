@@ -190,10 +190,12 @@ def fit(
             f"epochs={epochs}; pass a re-iterable (e.g. a list or a loader)"
         )
     batch_size, example, num_batches, k = _data.plan(
-        source, batch_size, chunk_batches, chunk_bytes
+        source, batch_size, chunk_batches, chunk_bytes, shuffle=shuffle
     )
     _check_batching(source, loss, batch_size, mesh)
-    state = _initial_state(tx)(params, _key_arg(key))
+    state, finite = _initial_state(tx)(params, _key_arg(key))
+    if not finite:
+        raise ValueError("`params` contains NaN or inf: a fit cannot start there")
     example = _padded_example(example, batch_size)
     # Loss errors, before any work; cached per shapes, so a repeated fit
     # does not trace the step again.
@@ -317,15 +319,22 @@ def _count_equations(jaxpr) -> int:
 
 
 def _initial_state(tx):
-    """``init_fit_state`` for ``tx``, compiled: one dispatch, not one per leaf.
+    """``init_fit_state`` for ``tx`` and whether the params are all finite,
+    compiled: one dispatch, not one per leaf.
 
     Its buffers are fresh copies: the scan donates the state, which must
     neither delete the caller's params nor hold one buffer twice (params and
     best_params).
     """
 
+    def start(tx, params, key):
+        finite = jnp.all(
+            jnp.stack([jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(params)])
+        )
+        return _copies(init_fit_state(params, tx, key)), finite
+
     def build(_, tx):
-        return jax.jit(lambda params, key: _copies(init_fit_state(params, tx, key)))
+        return jax.jit(functools.partial(start, tx))
 
     return _cached("init", None, tx, (), build)
 

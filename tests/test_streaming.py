@@ -293,59 +293,6 @@ def test_callback_stops_and_early_stopping():
     assert result.stopped == "loss_tol" and result.epochs < 100
 
 
-def test_resume_after_an_exception_matches_an_uninterrupted_fit(tmp_path):
-    x, y = make_data(1000)
-    path = str(tmp_path / "fit.ckpt")
-    kwargs = dict(batch_size=64, epochs=3, key=7, chunk_batches=2, progress=False)
-    full = jaxfit.fit(loss, TX, PARAMS, (x, y), **kwargs)
-
-    class Interrupt(Exception):
-        pass
-
-    def crash(info):
-        if info.epoch == 1 and info.chunk == 3:
-            raise Interrupt
-
-    with pytest.raises(Interrupt):
-        jaxfit.fit(
-            loss, TX, PARAMS, (x, y), checkpoint_path=path, callback=crash, **kwargs
-        )
-    resumed = jaxfit.fit(loss, TX, PARAMS, (x, y), resume_from=path, **kwargs)
-    chex.assert_trees_all_equal(resumed.params, full.params)
-    chex.assert_trees_all_equal(resumed.state, full.state)
-    np.testing.assert_array_equal(resumed.history["loss"], full.history["loss"])
-
-
-KILLED_RUN = textwrap.dedent(
-    """
-    import os, sys, numpy as np, jax.numpy as jnp, jaxfit
-    sys.path.insert(0, {tests!r})
-    from test_streaming import loss, make_data, PARAMS, TX
-    x, y = make_data(1000)
-    def die(info):
-        if info.epoch == 1 and info.chunk == 5:
-            os._exit(9)  # as if killed: no cleanup, no exception handling
-    jaxfit.fit(loss, TX, PARAMS, (x, y), batch_size=64, epochs=3, key=7,
-               chunk_batches=2, progress=False, checkpoint_path={path!r},
-               callback=die)
-    """
-)
-
-
-def test_resume_after_a_killed_process_matches_an_uninterrupted_fit(tmp_path):
-    path = str(tmp_path / "fit.ckpt")
-    script = KILLED_RUN.format(tests=os.path.dirname(__file__), path=path)
-    run = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, timeout=300
-    )
-    assert run.returncode == 9, run.stderr.decode()[-2000:]
-    x, y = make_data(1000)
-    kwargs = dict(batch_size=64, epochs=3, key=7, chunk_batches=2, progress=False)
-    resumed = jaxfit.fit(loss, TX, PARAMS, (x, y), resume_from=path, **kwargs)
-    full = jaxfit.fit(loss, TX, PARAMS, (x, y), **kwargs)
-    chex.assert_trees_all_equal(resumed.params, full.params)
-
-
 MULTI_DEVICE = textwrap.dedent(
     """
     import os
@@ -448,16 +395,6 @@ def test_hdf5_source_and_progress_bar(tmp_path, capsys):
     )
     chex.assert_trees_all_equal(from_h5.params, from_arrays.params)
     assert "loss=" in capsys.readouterr().err  # the tqdm bar with the loss
-
-
-def test_resuming_a_finished_fit_returns_it_unchanged(tmp_path):
-    x, y = make_data(300)
-    path = str(tmp_path / "done.ckpt")
-    kwargs = dict(batch_size=64, epochs=2, key=1, progress=False)
-    done = jaxfit.fit(loss, TX, PARAMS, (x, y), checkpoint_path=path, **kwargs)
-    again = jaxfit.fit(loss, TX, PARAMS, (x, y), resume_from=path, **kwargs)
-    assert again.epochs == 2
-    chex.assert_trees_all_equal(again.params, done.params)
 
 
 def test_callback_metrics_hold_only_the_real_steps_of_a_chunk():
