@@ -364,6 +364,84 @@ def test_bad_input_is_a_clear_error_before_any_work(data, kwargs, message):
         jaxfit.fit(loss, TX, PARAMS, data, progress=False, **kwargs)
 
 
+NAN_PARAMS = {"w": jnp.array([0.0, jnp.nan, 0.0]), "b": jnp.zeros(())}
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(params=NAN_PARAMS), "`params` contains NaN"),
+        (dict(params="weights"), "`params`"),
+        (dict(params={}), "`params`"),
+        (dict(shuffle=1), "`shuffle`"),
+        (dict(shuffle="yes"), "`shuffle`"),
+        (dict(callback="print"), "`callback`"),
+        (dict(loss_tol="0.1"), "`loss_tol`"),
+        (dict(patience=2.5), "`patience`"),
+        (dict(tx=jaxfit.adam), "`tx`.*factory"),
+        (dict(tx=None), "`tx`"),
+        (dict(tx="adam"), "`tx`"),
+        (dict(key="seed"), "`key`"),
+        (dict(key=1.5), "`key`"),
+        (dict(mesh="batch"), "`mesh`"),
+        (dict(data="list"), "`data`.*tuple"),
+        (dict(checkpoint_path="/no/such/directory/fit.ckpt"), "`checkpoint_path`"),
+    ],
+)
+def test_bad_arguments_are_refused_before_any_work(kwargs, message, monkeypatch):
+    """Each bad argument is named, and nothing is compiled or run first."""
+    x, y = make_data(100)
+    args = dict(loss=loss, tx=TX, params=PARAMS, data=(x, y)) | kwargs
+    if kwargs.get("data") == "list":
+        args["data"] = [x, y]  # arrays in a list: not an iterable of batches
+    monkeypatch.setattr(
+        jaxfit.streaming,
+        "_compiled_runner",
+        lambda *a: pytest.fail("work was done before the check"),
+    )
+    with pytest.raises(ValueError, match=message):
+        jaxfit.fit(**args, batch_size=10, progress=False)
+
+
+def test_an_unwritable_checkpoint_directory_is_refused_before_any_work(tmp_path):
+    if os.geteuid() == 0:
+        pytest.skip("root writes anywhere")
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    with pytest.raises(ValueError, match=r"`checkpoint_path`.*not writable"):
+        jaxfit.fit(
+            loss,
+            TX,
+            PARAMS,
+            make_data(100),
+            batch_size=10,
+            progress=False,
+            checkpoint_path=str(locked / "fit.ckpt"),
+        )
+
+
+def test_padding_never_copies_a_non_finite_row():
+    """A NaN row first in the last chunk costs its own batch only: the ragged
+    batch's padding copies a finite row."""
+    x, y = make_data(1000)  # 15 full batches of 64 and a ragged one
+    x[15 * 64] = np.nan  # the first row of the last, ragged batch
+    source = jaxfit.data.ArraySource((x, y))
+    *_, (batches, mask) = source.chunks(64, 4, None)
+    padding = batches[0][~mask]
+    assert padding.size and np.isfinite(padding).all()
+    result = jaxfit.fit(
+        loss,
+        TX,
+        PARAMS,
+        (x, y),
+        batch_size=64,
+        shuffle=False,
+        chunk_batches=4,
+        progress=False,
+    )
+    assert int(result.state.skipped) == 1
+
+
 def test_a_loss_returning_a_vector_or_lacking_a_mask_is_rejected():
     x, y = make_data(100)
 
