@@ -50,15 +50,27 @@ def _temporaries(path: str) -> str:
     return os.path.join(directory, f".{name}.*.tmp")
 
 
+FORMATS = ("npz", "orbax")
+
+
 def save(
     path: str | os.PathLike,
     state: Any,
     record: dict[str, Any],
     history: dict[str, np.ndarray],
+    format: str = "npz",
 ) -> None:
     """Writes ``state`` (any pytree), ``record`` (JSON-able) and ``history``
-    atomically to ``path``."""
+    atomically to ``path``: an ``.npz`` file, or with ``format="orbax"`` an
+    Orbax checkpoint directory."""
     path = os.fspath(path)
+    if format == "orbax":
+        from jaxfit import _orbax
+
+        # Orbax numbers its steps: the steps done and epochs ended only grow.
+        step = record.get("epoch", 0) + len(history.get("loss", ()))
+        _orbax.save(path, state, {"format": FORMAT, **record}, history, step)
+        return
     for stale in glob.glob(_temporaries(path)):  # left by a killed write
         try:
             os.remove(stale)
@@ -105,6 +117,8 @@ def load(
     path = os.fspath(path)
     if not os.path.exists(path):
         raise ValueError(f"`{name}` {path!r} does not exist")
+    if os.path.isdir(path):  # an Orbax checkpoint directory
+        return _load_orbax(path, like, name)
     try:
         with np.load(path, allow_pickle=False) as archive:
             meta = json.loads(str(archive["meta"]))
@@ -144,6 +158,21 @@ def load(
                 f"{list(value.shape)}, the fit expects {want[0]}{list(want[1])}"
             )
     return jax.tree.unflatten(treedef, leaves), meta, history
+
+
+def _load_orbax(path, like, name):
+    from jaxfit import _orbax
+
+    try:
+        state, record, history = _orbax.load(path, like)
+        if record.get("format") != FORMAT:
+            raise KeyError("format")
+    except Exception as error:  # Orbax raises many types for a bad directory
+        raise ValueError(
+            f"`{name}` {path!r} is not a readable jaxfit Orbax checkpoint, or "
+            f"not one of this fit's state: {type(error).__name__}: {error}"
+        ) from None
+    return state, record, history
 
 
 def check_same(name: str, path: str, what: str, saved: dict, now: dict) -> None:

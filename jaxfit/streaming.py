@@ -96,6 +96,7 @@ def fit(
     checkpoint_path: str | None = None,
     checkpoint_every: int = 1,
     resume_from: str | None = None,
+    checkpoint_format: str = "npz",
     unroll: int | None = None,
 ) -> FitResult:
     """Fits ``params`` by running ``tx`` over ``data`` in compiled chunks.
@@ -138,7 +139,11 @@ def fit(
         stops the fit; a crash leaves the last complete checkpoint.
       checkpoint_every: chunks between checkpoints.
       resume_from: a checkpoint to continue from (same loss, tx, params
-        shapes and data); the result equals an uninterrupted fit's.
+        and data stream; the chunking may differ); the result equals an
+        uninterrupted fit's, and a finished fit is returned as it was.
+      checkpoint_format: ``'npz'`` (a NumPy file) or ``'orbax'`` (an Orbax
+        checkpoint directory, which Flax's tooling reads; needs the
+        ``orbax`` extra). ``resume_from`` reads either.
       unroll: steps per iteration of the chunk's scan loop (see
         :func:`~jaxfit.run_chunk`). None: 4 for a small step (at most
         300 operations in its jaxpr, such as a model with Adam), whose time
@@ -167,6 +172,7 @@ def fit(
       >>> np.round(np.asarray(result.params), 1)
       array([3., 1.], dtype=float32)
     """
+    _checks.one_of("checkpoint_format", checkpoint_format, _checkpoint.FORMATS)
     _check_fit_args(
         loss,
         tx,
@@ -236,7 +242,7 @@ def fit(
         track,
         _progress_bar(progress, epochs, num_batches, k),
         callback,
-        (checkpoint_path, checkpoint_every),
+        (checkpoint_path, checkpoint_every, checkpoint_format),
         (epochs, loss_tol, patience),
     )
     try:
@@ -624,7 +630,7 @@ class _Run:
     def __init__(self, runner, feeder, track, bar, callback, checkpointing, stopping):
         self.runner, self.feeder, self.track, self.bar = runner, feeder, track, bar
         self.callback = callback
-        self.path, self.every = checkpointing
+        self.path, self.every, self.format = checkpointing
         self.stopping = stopping  # (epochs, loss_tol, patience)
         self.pending = None  # the last dispatched chunk's metrics, unread
         self.chunks_done = 0
@@ -688,7 +694,11 @@ class _Run:
 
     def save(self, state):
         _checkpoint.save(
-            self.path, state, self.track.record(), self.track.flat_history()
+            self.path,
+            state,
+            self.track.record(),
+            self.track.flat_history(),
+            self.format,
         )
 
     def close(self):

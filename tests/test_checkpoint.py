@@ -44,6 +44,16 @@ def crash_at(epoch, chunk):
     return crash
 
 
+@pytest.fixture(params=["npz", "orbax"])
+def fmt(request):
+    """Both checkpoint formats run the same resume tests."""
+    return request.param
+
+
+def ckpt(tmp_path, fmt, name="fit"):
+    return str(tmp_path / (f"{name}.ckpt" if fmt == "npz" else name))
+
+
 def interrupt(path, data, at, params=PARAMS, tx=TX, loss=loss, **kwargs):
     """Runs a fit that an exception stops after chunk ``at`` (epoch, chunk),
     checkpointing to ``path``."""
@@ -65,10 +75,11 @@ def interrupted_then_resumed(path, data, at, params=PARAMS, tx=TX, **kwargs):
     return jaxfit.fit(loss, tx, params, data, resume_from=path, **kwargs)
 
 
-def test_resume_after_an_exception_matches_an_uninterrupted_fit(tmp_path):
+def test_resume_after_an_exception_matches_an_uninterrupted_fit(tmp_path, fmt):
     data = make_data(1000)
     full = jaxfit.fit(loss, TX, PARAMS, data, **KW)
-    resumed = interrupted_then_resumed(str(tmp_path / "fit.ckpt"), data, (1, 3), **KW)
+    kwargs = dict(KW, checkpoint_format=fmt)
+    resumed = interrupted_then_resumed(ckpt(tmp_path, fmt), data, (1, 3), **kwargs)
     assert_same_fit(resumed, full)
 
 
@@ -98,7 +109,7 @@ def test_resume_under_every_stopping_rule_equals_an_uninterrupted_fit(tmp_path, 
     assert_same_fit(resumed, full)
     # The documented idiom run on a finished fit: it comes back unchanged,
     # without a step (the callback would see one).
-    done = str(tmp_path / "done.ckpt")
+    done = ckpt(tmp_path, fmt, "done")
     jaxfit.fit(loss, NOISY_TX, PARAMS, data, checkpoint_path=done, **kwargs)
     again = jaxfit.fit(
         loss,
@@ -118,12 +129,12 @@ KILLED_RUN = textwrap.dedent(
     import os, sys, numpy as np, jax, jax.numpy as jnp, jaxfit
     sys.path.insert(0, {tests!r})
     from test_checkpoint import run_to_be_killed
-    run_to_be_killed({path!r}, {rule!r}, {dtype!r})
+    run_to_be_killed({path!r}, {rule!r}, {dtype!r}, {fmt!r})
     """
 )
 
 
-def run_to_be_killed(path, rule, dtype, die_at=(1, 3)):
+def run_to_be_killed(path, rule, dtype, fmt="npz", die_at=(1, 3)):
     """The fit the killed subprocess runs (and the test runs whole)."""
     params = jax.tree.map(lambda p: p.astype(dtype), PARAMS)
 
@@ -139,32 +150,34 @@ def run_to_be_killed(path, rule, dtype, die_at=(1, 3)):
         params,
         noisy_data(),
         checkpoint_path=path,
+        checkpoint_format=fmt,
         callback=callback,
         **kwargs,
     )
 
 
 @pytest.mark.parametrize(
-    "rule,dtype",
+    "rule,dtype,fmt",
     [
-        ("epochs", "float32"),
-        ("patience", "float32"),
-        ("loss_tol", "float32"),
-        ("epochs", "bfloat16"),
+        ("epochs", "float32", "npz"),
+        ("patience", "float32", "npz"),
+        ("loss_tol", "float32", "npz"),
+        ("epochs", "bfloat16", "npz"),
+        ("patience", "bfloat16", "orbax"),
     ],
 )
 def test_resume_after_a_killed_process_matches_an_uninterrupted_fit(
-    tmp_path, rule, dtype
+    tmp_path, rule, dtype, fmt
 ):
-    path = str(tmp_path / "fit.ckpt")
+    path = ckpt(tmp_path, fmt)
     script = KILLED_RUN.format(
-        tests=os.path.dirname(__file__), path=path, rule=rule, dtype=dtype
+        tests=os.path.dirname(__file__), path=path, rule=rule, dtype=dtype, fmt=fmt
     )
     run = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, timeout=300
     )
     assert run.returncode == 9, run.stderr.decode()[-2000:]
-    full = run_to_be_killed(None, rule, dtype, die_at=None)
+    full = run_to_be_killed(None, rule, dtype, fmt, die_at=None)
     params = jax.tree.map(lambda p: p.astype(dtype), PARAMS)
     kwargs = dict(KW, **STOPPING[rule])
     resumed = jaxfit.fit(
@@ -176,7 +189,7 @@ def test_resume_after_a_killed_process_matches_an_uninterrupted_fit(
 @pytest.mark.parametrize(
     "dtype", ["bfloat16", "float16", "float32", "float64", "complex64"]
 )
-def test_every_params_dtype_round_trips(tmp_path, dtype):
+def test_every_params_dtype_round_trips(tmp_path, dtype, fmt):
     with jax.enable_x64(dtype == "float64"):
         params = jax.tree.map(lambda p: (p + 0.5).astype(dtype), PARAMS)
         x, y = make_data(300)
@@ -185,10 +198,13 @@ def test_every_params_dtype_round_trips(tmp_path, dtype):
             r = batch[0] @ p["w"] + p["b"] - batch[1]
             return jaxfit.masked_mean(jnp.abs(r) ** 2, mask).real.astype(jnp.float32)
 
-        kwargs = dict(batch_size=64, epochs=2, key=3, chunk_batches=2, progress=False)
+        kwargs = dict(
+            batch_size=64, epochs=2, key=3, chunk_batches=2, progress=False,
+            checkpoint_format=fmt,
+        )  # fmt: skip
         tx = jaxfit.sgd(1e-3)
         full = jaxfit.fit(any_loss, tx, params, (x, y), **kwargs)
-        path = str(tmp_path / "fit.ckpt")
+        path = ckpt(tmp_path, fmt)
         interrupt(path, (x, y), (0, 1), params, tx, loss=any_loss, **kwargs)
         resumed = jaxfit.fit(any_loss, tx, params, (x, y), resume_from=path, **kwargs)
     assert jax.tree.leaves(resumed.params)[0].dtype == jnp.dtype(dtype)
