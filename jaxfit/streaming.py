@@ -334,6 +334,9 @@ def _initial_state(tx):
     """
 
     def start(tx, params, key):
+        # Strong types: weakly typed params (jnp.asarray(1.0), Python floats)
+        # would make the first chunk's program differ from the next ones'.
+        params = jax.tree.map(lambda p: jnp.asarray(p, jnp.result_type(p)), params)
         finite = jnp.all(
             jnp.stack([jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(params)])
         )

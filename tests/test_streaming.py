@@ -212,6 +212,42 @@ def test_no_recompilation_across_chunks_epochs_ragged_batch_and_calls(
     assert counter.count == 0
 
 
+@pytest.mark.parametrize("kind", ["weak jnp", "python float", "numpy scalar"])
+def test_one_fit_compiles_its_chunk_program_once_whatever_the_params_types(
+    count_compilations, kind
+):
+    """The quickstart's set-up (params from jnp.asarray(1.0), weakly typed;
+    or Python floats, or NumPy scalars; clip + adam; a ragged last batch;
+    several epochs): one compilation of the chunk program, then none for a
+    repeated fit."""
+    make = {
+        "weak jnp": jnp.asarray,
+        "python float": float,
+        "numpy scalar": np.float32,
+    }[kind]
+    start = {k: make(v) for k, v in {"amplitude": 1.0, "rate": 0.5}.items()}
+    x = np.linspace(0, 4, 3000, dtype=np.float32)
+    y = 2.5 * np.exp(-1.3 * x)
+
+    def curve(params, batch, mask):
+        model = params["amplitude"] * jnp.exp(-params["rate"] * batch[0])
+        return jaxfit.masked_mean((model - batch[1]) ** 2, mask)
+
+    tx = jaxfit.chain(jaxfit.clip_by_global_norm(1.0), jaxfit.adam(0.02))
+    kwargs = dict(batch_size=256, epochs=3, chunk_batches=4, key=0, progress=False)
+    with count_compilations() as first:
+        result = jaxfit.fit(curve, tx, start, (x, y), **kwargs)
+    with count_compilations() as again:
+        jaxfit.fit(curve, tx, start, (x, y), **kwargs)
+    streaming = jaxfit.streaming
+    example = (result.state, (x[:256], y[:256]), np.ones(256, bool))
+    unroll = streaming._traced_step(curve, tx, streaming._signature(example))
+    program = streaming._compiled_runner(curve, tx, unroll)
+    assert program._cache_size() == 1  # one chunk program, for every epoch
+    assert again.count == 0
+    assert first.count <= 3  # the chunk program, the initial state, the key
+
+
 def test_non_finite_batches_are_skipped_and_counted():
     x, y = make_data(640)
     y = y.copy()
