@@ -172,23 +172,12 @@ def fit(
       >>> np.round(np.asarray(result.params), 1)
       array([3., 1.], dtype=float32)
     """
+    # Every argument that can be checked before any work, each error naming it.
+    _check_model(loss, tx, params)
+    _check_data_args(data, key, shuffle, mesh)
+    _check_control(callback, loss_tol, patience, epochs, checkpoint_every, unroll)
+    _check_checkpoint_path(checkpoint_path)
     _checks.one_of("checkpoint_format", checkpoint_format, _checkpoint.FORMATS)
-    _check_fit_args(
-        loss,
-        tx,
-        params,
-        data,
-        key,
-        shuffle,
-        mesh,
-        callback,
-        loss_tol,
-        patience,
-        checkpoint_path,
-        epochs,
-        checkpoint_every,
-        unroll,
-    )
     source = _data.open_source(data)
     if getattr(source, "one_shot", False) and epochs > 1:
         raise ValueError(
@@ -215,13 +204,7 @@ def fit(
         reason = track.stop_reason(epochs, loss_tol, patience)
         if reason is not None:  # a finished fit: returned as it was
             return track.result(state, reason)
-    sharding = None
-    if mesh is not None:
-        replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-        sharding = jax.sharding.NamedSharding(
-            mesh, jax.sharding.PartitionSpec(None, mesh.axis_names[0])
-        )
-        state = jax.device_put(state, replicated)
+    state, sharding = _placed(state, mesh)
     feeder = _feeder.Feeder(
         source,
         batch_size,
@@ -394,23 +377,18 @@ def _progress_bar(enabled, epochs, num_batches, k):
     return tqdm(total=None, unit="step", desc="jaxfit.fit")
 
 
-def _check_fit_args(
-    loss,
-    tx,
-    params,
-    data,
-    key,
-    shuffle,
-    mesh,
-    callback,
-    loss_tol,
-    patience,
-    checkpoint_path,
-    epochs,
-    checkpoint_every,
-    unroll,
-):
-    """Every argument ``fit`` can check before any work, each error naming it."""
+def _placed(state, mesh):
+    """The state replicated over ``mesh``, and where batches go (split over
+    its axis); without a mesh, as they are (the default device)."""
+    if mesh is None:
+        return state, None
+    spec = jax.sharding.PartitionSpec
+    replicated = jax.sharding.NamedSharding(mesh, spec())
+    batches = jax.sharding.NamedSharding(mesh, spec(None, mesh.axis_names[0]))
+    return jax.device_put(state, replicated), batches
+
+
+def _check_model(loss, tx, params):
     if not callable(loss):
         raise ValueError(f"`loss` must be callable, got {loss!r}")
     if not (
@@ -430,10 +408,13 @@ def _check_fit_args(
             f"`params` must be a pytree of floating-point arrays, got {params!r}"
         )
     _checks.params(params)
+
+
+def _check_data_args(data, key, shuffle, mesh):
     if isinstance(data, list) and len(data) > 1:
-        first, *rest = (jax.tree.structure(b) for b in data[:2])
+        first, second = (jax.tree.structure(b) for b in data[:2])
         shapes = [[np.shape(x)[1:] for x in jax.tree.leaves(b)] for b in data[:2]]
-        if rest[0] != first or shapes[0] != shapes[1]:
+        if first != second or shapes[0] != shapes[1]:
             raise ValueError(
                 "`data` is a list whose items differ in structure or shape, so "
                 "it is not an iterable of batches: pass arrays as a tuple "
@@ -444,30 +425,37 @@ def _check_fit_args(
     _check_key(key)
     if mesh is not None and not isinstance(mesh, jax.sharding.Mesh):
         raise ValueError(f"`mesh` must be a jax.sharding.Mesh or None, got {mesh!r}")
+
+
+def _check_control(callback, loss_tol, patience, epochs, checkpoint_every, unroll):
     if callback is not None and not callable(callback):
         raise ValueError(f"`callback` must be callable or None, got {callback!r}")
     if loss_tol is not None:
-        _checks.real("loss_tol", loss_tol)
         if isinstance(loss_tol, (bool, np.bool_)):
             raise ValueError(f"`loss_tol` must be a real number, got {loss_tol!r}")
+        _checks.real("loss_tol", loss_tol)
     if patience is not None:
         _checks.positive_int("patience", patience)
     _checks.positive_int("epochs", epochs)
     _checks.positive_int("checkpoint_every", checkpoint_every)
     if unroll is not None:
         _checks.positive_int("unroll", unroll)
-    if checkpoint_path is not None:
-        directory = os.path.dirname(os.path.abspath(os.fspath(checkpoint_path)))
-        if not os.path.isdir(directory):
-            raise ValueError(
-                f"`checkpoint_path` {checkpoint_path!r}: directory {directory!r} "
-                "does not exist"
-            )
-        if not os.access(directory, os.W_OK | os.X_OK):
-            raise ValueError(
-                f"`checkpoint_path` {checkpoint_path!r}: directory {directory!r} "
-                "is not writable"
-            )
+
+
+def _check_checkpoint_path(checkpoint_path):
+    if checkpoint_path is None:
+        return
+    directory = os.path.dirname(os.path.abspath(os.fspath(checkpoint_path)))
+    if not os.path.isdir(directory):
+        raise ValueError(
+            f"`checkpoint_path` {checkpoint_path!r}: directory {directory!r} "
+            "does not exist"
+        )
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise ValueError(
+            f"`checkpoint_path` {checkpoint_path!r}: directory {directory!r} "
+            "is not writable"
+        )
 
 
 def _check_key(key):
