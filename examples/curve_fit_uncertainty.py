@@ -84,7 +84,7 @@ def main():
     for _ in range(2):  # the second call reuses the compiled solver
         t0 = time.perf_counter()
         fit = jaxfit.curve_fit(
-            model, t, y, p0, sigma=sigma, absolute_sigma=True, full_output=True
+            model, t, y, p0, sigma=sigma, absolute_sigma=True, return_result=True
         )
         times.append(time.perf_counter() - t0)
     first, repeat = times

@@ -9,6 +9,7 @@ one chain, in Flax's ``TrainState`` and ``nnx.Optimizer``, and under
 from jaxfit.curve_fit import (
     CurveFitResult,
     LeastSquaresSolution,
+    SlowPathWarning,
     curve_fit,
     least_squares_solve,
     least_squares_solve_many,
@@ -74,6 +75,7 @@ __all__ = [
     "ScaleByLevenbergMarquardtState",
     "ScaleByScheduleState",
     "ScaleByZoomLinesearchState",
+    "SlowPathWarning",
     "TraceState",
     "adam",
     "adamw",

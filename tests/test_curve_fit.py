@@ -105,7 +105,7 @@ def test_robust_losses_match_scipy_trf(loss):
     y = _data("exponential", 2)
     y[[3, 17, 40]] += [3.0, -2.0, 4.0]
     res = jaxfit.curve_fit(
-        fj, X, y, p0=true, loss=loss, f_scale=0.1, full_output=True, ftol=1e-12
+        fj, X, y, p0=true, loss=loss, f_scale=0.1, return_result=True, ftol=1e-12
     )
     ref, ref_cov = so.curve_fit(
         fn,
@@ -146,10 +146,10 @@ def test_default_p0_from_the_signature_and_bounds():
     np.testing.assert_allclose(popt, [2.0, 1.0], rtol=1e-6)
 
 
-def test_full_output_fields():
+def test_return_result_fields():
     fj, fn, true, _ = PROBLEMS["exponential"]
     y = _data("exponential")
-    res = jaxfit.curve_fit(fj, X, y, p0=true, full_output=True)
+    res = jaxfit.curve_fit(fj, X, y, p0=true, return_result=True)
     assert res.success and res.status in (1, 2, 3, 4) and res.message
     assert res.nfev >= res.njev >= 1
     np.testing.assert_allclose(res.perr, np.sqrt(np.diag(res.pcov)))
@@ -186,10 +186,10 @@ def test_nan_policy_omit_matches_dropping_points_and_raise_errors():
     np.testing.assert_allclose(pcov, ref_cov, rtol=1e-8)
     with pytest.raises(ValueError, match="`ydata`"):
         jaxfit.curve_fit(fj, X, y_nan, p0=true)
-    x_inf = X.copy()
-    x_inf[2] = np.inf
+    x_nan = X.copy()
+    x_nan[2] = np.nan  # SciPy's 'raise' looks for NaN (inf passes, as in SciPy)
     with pytest.raises(ValueError, match="`xdata`"):
-        jaxfit.curve_fit(fj, x_inf, y, p0=true, nan_policy="raise")
+        jaxfit.curve_fit(fj, x_nan, y, p0=true, nan_policy="raise")
 
 
 def test_bad_input_errors_name_the_argument():
@@ -197,24 +197,29 @@ def test_bad_input_errors_name_the_argument():
     y = 2 * X + 1
     with pytest.raises(ValueError, match="`xdata`"):
         jaxfit.curve_fit(f, X[:10], y)
-    with pytest.raises(ValueError, match="`p0`"):
+    # Exception types are SciPy's (tests/test_scipy_compat.py pins the texts).
+    with pytest.raises(TypeError, match="`p0`"):
         jaxfit.curve_fit(f, X, y, p0=[1.0, 2.0, 3.0])
-    with pytest.raises(ValueError, match="`p0` is infeasible"):
+    with pytest.raises(ValueError, match=r"outside of provided bounds \(`p0`"):
         jaxfit.curve_fit(f, X, y, p0=[10.0, 1.0], bounds=(0, 5))
     with pytest.raises(ValueError, match="`bounds`"):
         jaxfit.curve_fit(f, X, y, bounds=(1, 0))
-    with pytest.raises(ValueError, match=r"`ydata`.*fewer"):
+    with pytest.raises(TypeError, match="must not exceed"):
         jaxfit.curve_fit(f, X[:1], y[:1])
-    with pytest.raises(ValueError, match="`method`"):
+    with pytest.raises(ValueError, match="Method 'lm' only works"):
         jaxfit.curve_fit(f, X, y, bounds=(0, 5), method="lm")
+    with pytest.raises(ValueError, match="`method`"):
+        jaxfit.curve_fit(f, X, y, method="newton")
     with pytest.raises(ValueError, match="`sigma`"):
         jaxfit.curve_fit(f, X, y, sigma=np.ones(3))
     with pytest.raises(ValueError, match="`loss`"):
         jaxfit.curve_fit(f, X, y, loss="l1")
     with pytest.raises(ValueError, match="`nan_policy`"):
         jaxfit.curve_fit(f, X, y, nan_policy="drop")
-    with pytest.raises(ValueError, match="unknown keyword"):
+    with pytest.raises(TypeError, match="unexpected keyword argument 'tol'"):
         jaxfit.curve_fit(f, X, y, tol=1e-3)
+    with pytest.raises(ValueError, match="`x_scale` is not supported"):
+        jaxfit.curve_fit(f, X, y, x_scale="jac")
     with pytest.raises(ValueError, match="`ydata` must not be empty"):
         jaxfit.curve_fit(f, [], [])
     with pytest.raises(ValueError, match="initial point"):
@@ -285,7 +290,7 @@ def test_reaches_nist_certified_optimum_where_scipy_lm_gives_up():
     start = [25.0, 39.0, 41.5, 39.0]
     with pytest.raises(RuntimeError, match="Optimal parameters not found"):
         so.curve_fit(model(np), x, y, p0=start)
-    res = jaxfit.curve_fit(model(jnp), x, y, p0=start, full_output=True)
+    res = jaxfit.curve_fit(model(jnp), x, y, p0=start, return_result=True)
     assert res.success
     np.testing.assert_allclose(res.popt, certified, rtol=1e-3)
     np.testing.assert_allclose(2 * res.cost, certified_rss, rtol=1e-8)
@@ -374,7 +379,7 @@ def test_row_blocks_give_the_dense_fit_and_covariance():
     x = np.linspace(0, 4, 1000)
     y = f(x, 2.0, 0.7, 0.3) + 0.01 * np.random.default_rng(8).normal(size=1000)
     sigma = np.full(1000, 0.01)
-    kw = dict(p0=[1.0, 1.0, 0.0], sigma=sigma, full_output=True)
+    kw = dict(p0=[1.0, 1.0, 0.0], sigma=sigma, return_result=True)
     dense = jaxfit.curve_fit(f, x, y, chunk_rows=0, **kw)
     blocks = jaxfit.curve_fit(f, x, y, chunk_rows=64, **kw)  # 1024 padded rows
     np.testing.assert_allclose(blocks.popt, dense.popt, rtol=1e-12)
@@ -385,13 +390,25 @@ def test_row_blocks_give_the_dense_fit_and_covariance():
         jaxfit.curve_fit(f, x, y, p0=[1.0, 1.0, 0.0], chunk_rows=100)
 
 
-def test_pointwise_probe_keeps_models_that_couple_points_whole():
-    module = __import__("sys").modules["jaxfit.curve_fit"]
-    x = np.linspace(0, 1, 64)
-    assert module._is_pointwise(lambda x, a: a * jnp.exp(x), x, [1.0])
-    assert not module._is_pointwise(lambda x, a: a * x / x.max(), x, [1.0])
-    assert not module._is_pointwise(lambda x, a: a * jnp.cumsum(x), x, [1.0])
-    assert not module._is_pointwise(lambda x, a: a * jnp.arange(x.size), x, [1.0])
+def test_pointwise_proof_keeps_models_that_couple_points_whole():
+    from jaxfit._pointwise import is_pointwise
+
+    x, x2 = np.linspace(0, 1, 64), np.ones((2, 64))
+    fixed = np.linspace(0, 1, 64)  # an array of the data's length
+    with jax.enable_x64(True):
+        assert is_pointwise(lambda x, a: a * jnp.exp(x), x, [1.0])
+        assert is_pointwise(lambda x, a: a * x[0] + x[1] ** 2, x2, [1.0])
+        assert is_pointwise(lambda x, a: jnp.polyval(jnp.stack([a, a]), x), x, [1.0])
+        jac = lambda x, a: jnp.stack([jnp.exp(x), 0 * x], 1)
+        assert is_pointwise(jac, x, [1.0], out_ndim=2)
+        assert not is_pointwise(lambda x, a: a * x / x.max(), x, [1.0])
+        assert not is_pointwise(lambda x, a: a * (x - x.mean()), x, [1.0])
+        assert not is_pointwise(lambda x, a: a * x / len(x), x, [1.0])
+        assert not is_pointwise(lambda x, a: a * jnp.cumsum(x), x, [1.0])
+        assert not is_pointwise(lambda x, a: a * jnp.arange(x.size), x, [1.0])
+        assert not is_pointwise(lambda x, a: a * x + fixed, x, [1.0])
+        assert not is_pointwise(lambda x, a: a * jnp.roll(x, 1), x, [1.0])
+        assert not is_pointwise(lambda x, a: a * x.sum(1)[0] + x[0], x2, [1.0])
 
 
 def test_solve_many_shared_data_equals_repeating_it_per_fit():
