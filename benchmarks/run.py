@@ -50,6 +50,7 @@ MODULES = (
     "jacobian",
     "streaming",
     "autodiff",
+    "accuracy",
 )
 MODES = ("full", "quick", "smoke")
 
