@@ -47,6 +47,7 @@ class ModelInfo(NamedTuple):
     untraceable: str | None  # why it needs concrete values (host fit)
     out_shape: tuple
     pointwise: bool  # padding and row blocks keep each point's value
+    jac_shape: tuple | None = None  # of the user's ``jac(xdata, *p0)``
 
 
 # Per model (and jac) identity and argument shapes; the pointwise verdict
@@ -86,7 +87,7 @@ def _trace(f, jac, x, p0) -> ModelInfo:
             raise ValueError(f"`{name}(xdata, *p0)` must return one array, got {out}")
         shapes.append(out.shape)
     padded = isinstance(x, np.ndarray) and x.ndim >= 1 and shapes[0] == x.shape[-1:]
-    return ModelInfo(None, shapes[0], padded)
+    return ModelInfo(None, shapes[0], padded, shapes[1] if jac else None)
 
 
 def _proof(f, jac, x, p0) -> bool:

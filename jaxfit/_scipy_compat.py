@@ -9,12 +9,14 @@ naming the argument, follows it. Read beside ``curve_fit`` in
 from __future__ import annotations
 
 import inspect
+import math
 import warnings
 from typing import Any, NamedTuple
 
 import jax
 import numpy as np
 
+from jaxfit import _checks
 from jaxfit import residuals as _res
 
 try:  # SciPy users filter SciPy's warning class; keep it when SciPy exists.
@@ -91,6 +93,13 @@ def check_options(method, nan_policy, jac, loss, f_scale, kwargs) -> None:
         )
     if not (np.isscalar(f_scale) and 0 < f_scale < np.inf):
         raise ValueError(f"`f_scale` must be finite and > 0, got {f_scale!r}")
+    # SciPy lets NaN and negative tolerances through (they silently turn the
+    # test off); a traced value (a vmapped solve) cannot be checked.
+    for key in ("ftol", "xtol", "gtol"):
+        if key in kwargs:
+            _checks.non_negative(key, kwargs[key])
+    if "init_damping" in kwargs:
+        _checks.positive("init_damping", kwargs["init_damping"])
     for key in ("max_nfev", "maxfev"):
         value = kwargs.get(key)
         # leastsq's maxfev=0 means its default; least_squares wants > 0.
@@ -98,6 +107,15 @@ def check_options(method, nan_policy, jac, loss, f_scale, kwargs) -> None:
             raise ValueError(
                 f"`max_nfev` must be None or positive integer. Got `{key}`={value!r}."
             )
+
+
+def check_jac_shape(jac_shape, m: int, n: int) -> None:
+    """The user's ``jac`` returns the ``m x n`` model Jacobian."""
+    if jac_shape is not None and math.prod(jac_shape) != m * n:
+        raise ValueError(
+            f"`jac(xdata, *p0)` must return the ({m}, {n}) Jacobian of the model "
+            f"(its {m} points by the {n} parameters), got shape {jac_shape}"
+        )
 
 
 def device_only_check(kwargs) -> None:
@@ -240,6 +258,8 @@ def _bounds(bounds, n):
     if Bounds is not None and isinstance(bounds, Bounds):
         bounds = (bounds.lb, bounds.ub)
     lb, ub = (np.asarray(b, float) for b in bounds)
+    if np.isnan(lb).any() or np.isnan(ub).any():
+        raise ValueError("`bounds` must not contain NaN (use -inf or inf for none)")
     try:
         return tuple(np.broadcast_to(b, (n,)).astype(float) for b in (lb, ub))
     except ValueError:
@@ -323,6 +343,10 @@ def weighting(sigma, m: int) -> dict[str, np.ndarray]:
             raise ValueError("`sigma` must be finite and non-zero")
         return {"weight": np.broadcast_to(1 / sigma.ravel(), (m,)).copy()}
     if sigma.shape == (m, m):
+        if not np.all(np.isfinite(sigma)):
+            raise ValueError(
+                "`sigma` (a 2-D covariance of `ydata`) contains NaN or inf"
+            )
         try:
             tril = np.linalg.cholesky(sigma)
         except np.linalg.LinAlgError:

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from jaxfit import _checks
 from jaxfit._callables import CallableCache
 from jaxfit.transforms.combine import apply_updates
 from jaxfit.transforms.least_squares import scale_by_levenberg_marquardt
@@ -128,6 +129,10 @@ def _lm_solver(residual_fn, params0, tolerances, **lm_options):
     ``tolerances`` is ``(ftol, xtol, gtol, max_nfev)``; ``lm_options`` go to
     :func:`jaxfit.scale_by_levenberg_marquardt`.
     """
+    if not callable(residual_fn):
+        raise ValueError(f"`residual_fn` must be callable, got {residual_fn!r}")
+    for name, value in zip(("ftol", "xtol", "gtol"), tolerances[:3], strict=True):
+        _checks.non_negative(name, value)
     ftol, xtol, gtol, max_nfev = tolerances
     if max_nfev is None:
         # SciPy's budget with an exact Jacobian (MINPACK lmder): jaxfit's is
@@ -260,9 +265,13 @@ def least_squares_solve_many(
       (Array([[ 2. , -1. ],
              [ 3. ,  0.5]], dtype=float32), True)
     """
-    from jaxfit import _checks
-
+    if not callable(residual_fn):
+        raise ValueError(f"`residual_fn` must be callable, got {residual_fn!r}")
     _checks.positive_int("round_iterations", round_iterations)
+    # Checked here: inside the compiled rounds they are traced.
+    for name, value in (("ftol", ftol), ("xtol", xtol), ("gtol", gtol)):
+        _checks.non_negative(name, value)
+    _checks.positive("init_damping", init_damping)
     params0, batch = jax.tree.map(jnp.asarray, (params0, batch))
     sizes = {
         leaf.shape[0] if leaf.ndim else None

@@ -403,6 +403,7 @@ def curve_fit(
         y = _args.broadcast_y(y, info.out_shape)
         m, n = y.size, par.p0.size
         _args.check_points(m, n, y_size, par.method)
+        _args.check_jac_shape(info.jac_shape, m, n)
         extras = _args.weighting(sigma, m)
         with_fun = full_output or return_result
         out = _solve(

@@ -426,3 +426,64 @@ def test_solve_many_shared_data_equals_repeating_it_per_fit():
         jaxfit.least_squares_solve_many(
             residual, np.ones((5, 3)), (xs, ys), shared={"x": xs[0]}
         )
+
+
+def _many_args():
+    x = np.linspace(0, 1, 30)
+    stacked = (np.stack([x] * 3), np.stack([2 * np.exp(-x)] * 3))
+    return stacked
+
+
+_RES = lambda p, b: p[0] * jnp.exp(-p[1] * b[0]) - b[1]
+_X = np.linspace(0, 1, 30)
+_Y = 2 * np.exp(-_X)
+_F = lambda x, a, k: a * jnp.exp(-k * x)
+
+
+@pytest.mark.parametrize(
+    "call,message",
+    [
+        (lambda: jaxfit.curve_fit(_F, _X, _Y, bounds=([0, np.nan], 10)), "`bounds`"),
+        (lambda: jaxfit.curve_fit(_F, _X, _Y, ftol=-1.0), "`ftol`"),
+        (lambda: jaxfit.curve_fit(_F, _X, _Y, xtol=np.nan), "`xtol`"),
+        (lambda: jaxfit.curve_fit(_F, _X, _Y, gtol=-1e-8), "`gtol`"),
+        (lambda: jaxfit.curve_fit(_F, _X, _Y, init_damping=-1.0), "`init_damping`"),
+        (
+            lambda: jaxfit.curve_fit(
+                _F, _X, _Y, jac=lambda x, a, k: jnp.ones((x.size, 3))
+            ),
+            r"`jac\(xdata, \*p0\)` must return the \(30, 2\)",
+        ),
+        (
+            lambda: jaxfit.curve_fit(_F, _X, _Y, sigma=np.diag(np.full(30, np.nan))),
+            "`sigma`.*NaN",
+        ),
+        (
+            lambda: jaxfit.least_squares_solve(_RES, jnp.ones(2), (_X, _Y), ftol=-1),
+            "`ftol`",
+        ),
+        (
+            lambda: jaxfit.least_squares_solve("res", jnp.ones(2), (_X, _Y)),
+            "`residual_fn`",
+        ),
+        (
+            lambda: jaxfit.least_squares_solve_many(
+                _RES, jnp.ones((3, 2)), _many_args(), xtol=np.nan
+            ),
+            "`xtol`",
+        ),
+        (
+            lambda: jaxfit.least_squares_solve_many(
+                "res", jnp.ones((3, 2)), _many_args()
+            ),
+            "`residual_fn`",
+        ),
+        (
+            lambda: jaxfit.least_squares_solve_many(_RES, jnp.ones(2), _many_args()),
+            "`params0`.*leading axis of fits",
+        ),
+    ],
+)
+def test_bad_input_is_refused_naming_the_argument(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
