@@ -28,7 +28,14 @@ def _concrete_float(value: Any) -> float | None:
         array = np.asarray(value)
     except (TypeError, ValueError):
         array = None
-    if array is None or array.shape != () or not np.issubdtype(array.dtype, np.number):
+    # jnp.issubdtype knows bfloat16 and the other ml_dtypes; np.issubdtype
+    # says bfloat16 is not a number.
+    if (
+        array is None
+        or array.shape != ()
+        or not jnp.issubdtype(array.dtype, jnp.number)
+        or jnp.issubdtype(array.dtype, jnp.complexfloating)
+    ):
         raise ValueError(f"expected a real number, got {value!r}")
     return float(array)
 
@@ -140,6 +147,38 @@ def positive_int(name: str, value: Any) -> None:
         raise ValueError(f"`{name}` must be an integer >= 1, got {value!r}")
     if value < 1:
         raise ValueError(f"`{name}` must be an integer >= 1, got {value!r}")
+
+
+def positive_int_hyperparameter(name: str, value: Any) -> None:
+    """A count that may also arrive as an integer array (or tracer).
+
+    ``optax.inject_hyperparams`` turns every numeric argument, integers
+    included, into an array in the state, so a count used only inside the
+    computation (a loop bound) must accept a 0-d integer array; a concrete one
+    is checked like an int.
+    """
+    if isinstance(value, jax.core.Tracer):
+        return
+    if isinstance(value, (jax.Array, np.ndarray)) and value.shape == ():
+        if jnp.issubdtype(value.dtype, jnp.integer):
+            value = int(value)
+    positive_int(name, value)
+
+
+def static_int(name: str, value: Any) -> int:
+    """A count that fixes a shape (a memory size): a concrete integer >= 1.
+
+    A 0-d integer array (as ``optax.inject_hyperparams`` passes outside
+    ``jit``) is converted; a traced one cannot set a shape, and the error says
+    how to keep it static.
+    """
+    if isinstance(value, jax.core.Tracer):
+        raise TypeError(
+            f"`{name}` sets an array shape and cannot be traced; with "
+            f"optax.inject_hyperparams pass static_args=({name!r},)"
+        )
+    positive_int_hyperparameter(name, value)
+    return int(value)
 
 
 def in_interval(

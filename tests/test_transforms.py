@@ -198,3 +198,19 @@ def test_apply_updates_keeps_param_dtypes():
     updates = jax.tree.map(lambda p: jnp.full(p.shape, 0.5, jnp.float32), params)
     new = jaxfit.apply_updates(params, updates)
     assert new["h"].dtype == jnp.bfloat16 and new["f"].dtype == jnp.float32
+
+
+def test_scale_by_lbfgs_restarts_after_a_step_of_zero():
+    """No step (a failed line search) clears the memory: the same memory
+    would propose the same failed direction again."""
+    tx = jaxfit.transforms.scale_by_lbfgs(memory_size=3)
+    w = jnp.array([1.0, 2.0])
+    g = jnp.array([3.0, 4.0])
+    first, state = tx.update(g, tx.init(w), w)
+    _, state = tx.update(jnp.array([4.0, 4.5]), state, w + 1.0)  # a stored pair
+    assert int(state.count) == 2
+    again, state = tx.update(jnp.array([4.0, 4.5]), state, w + 1.0)  # no step
+    assert int(state.count) == 1 and not bool(jnp.any(state.weights_memory))
+    # As the first step: the gradient scaled by min(1, 1 / |g|).
+    np.testing.assert_allclose(again, jnp.array([4.0, 4.5]) / jnp.hypot(4.0, 4.5))
+    np.testing.assert_allclose(first, g / 5.0)

@@ -3,7 +3,7 @@
 from jaxfit.transforms.adam import ScaleByAdamState, adam, adamw, scale_by_adam
 from jaxfit.transforms.clipping import clip, clip_by_global_norm
 from jaxfit.transforms.combine import apply_updates, chain, flatten
-from jaxfit.transforms.lbfgs import lbfgs
+from jaxfit.transforms.lbfgs import lbfgs, scale_by_lbfgs
 from jaxfit.transforms.least_squares import (
     ScaleByGaussNewtonState,
     ScaleByLevenbergMarquardtState,
@@ -47,6 +47,7 @@ __all__ = [
     "scale_by_adam",
     "scale_by_backtracking_linesearch",
     "scale_by_gauss_newton",
+    "scale_by_lbfgs",
     "scale_by_learning_rate",
     "scale_by_levenberg_marquardt",
     "scale_by_schedule",

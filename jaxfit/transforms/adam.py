@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -12,13 +12,9 @@ from jaxfit import _checks
 from jaxfit.transforms.combine import chain
 from jaxfit.transforms.scaling import ScalarOrSchedule, scale_by_learning_rate
 
-
-class ScaleByAdamState(NamedTuple):
-    """Adam's state: the int32 step count and the two moment estimates."""
-
-    count: jax.Array
-    mu: optax.Updates
-    nu: optax.Updates
+# Optax's state class itself (count, mu, nu): the same pytree as Optax's, so
+# states, checkpoints and optax.tree tools carry over.
+ScaleByAdamState = optax.ScaleByAdamState
 
 
 def _square(g):
@@ -175,7 +171,7 @@ def adamw(
     eps: float = 1e-8,
     eps_root: float = 0.0,
     mu_dtype: Any = None,
-    weight_decay: float = 1e-4,
+    weight_decay: ScalarOrSchedule = 1e-4,
     mask: Any = None,
     *,
     nesterov: bool = False,
@@ -188,7 +184,8 @@ def adamw(
     Args:
       learning_rate: a non-negative number or a schedule of the step count.
       b1, b2, eps, eps_root, mu_dtype, nesterov: as in :func:`scale_by_adam`.
-      weight_decay: the decay strength; >= 0.
+      weight_decay: the decay strength, >= 0, or a schedule of the step
+        count (as Optax).
       mask: a pytree of booleans shaped like the params (or a callable of the
         params returning one) selecting the leaves to decay; None decays all.
 
@@ -204,7 +201,7 @@ def adamw(
       >>> updates['w'], abs(updates['b'])
       (Array([-0.05, -0.05], dtype=float32), Array([0., 0.], dtype=float32))
     """
-    _checks.non_negative("weight_decay", weight_decay)
+    _checks.learning_rate("weight_decay", weight_decay)
     return chain(
         scale_by_adam(b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov),
         optax.add_decayed_weights(weight_decay, mask),

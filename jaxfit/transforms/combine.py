@@ -37,16 +37,16 @@ def _check_transformation(index: int, transform: Any) -> None:
 
 
 def chain(
-    *transforms: optax.GradientTransformation,
+    *args: optax.GradientTransformation,
 ) -> optax.GradientTransformationExtraArgs:
-    """Applies ``transforms`` in order; state is the tuple of their states.
+    """Applies ``args`` in order; state is the tuple of their states.
 
     Extra keyword arguments given to ``update`` (for example ``value=`` for a
     line search) reach every member that accepts extra arguments. The result
     is ``optax.chain``'s, so it mixes freely with Optax transformations.
 
     Args:
-      *transforms: ``optax.GradientTransformation`` objects (jaxfit's or
+      *args: ``optax.GradientTransformation`` objects (jaxfit's or
         Optax's), applied first to last.
 
     Returns:
@@ -64,11 +64,11 @@ def chain(
       >>> updates
       Array([-0.06, -0.08], dtype=float32)
     """
-    for index, transform in enumerate(transforms):
+    for index, transform in enumerate(args):
         _check_transformation(index, transform)
-    if not transforms:  # optax.chain() fails to unpack; an empty chain is identity
+    if not args:  # optax.chain() fails to unpack; an empty chain is identity
         return optax.with_extra_args_support(optax.identity())
-    return optax.chain(*transforms)
+    return optax.chain(*args)
 
 
 def apply_updates(params: optax.Params, updates: optax.Updates) -> optax.Params:

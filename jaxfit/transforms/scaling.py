@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import jax
 import jax.numpy as jnp
 import optax
@@ -40,10 +38,9 @@ def scale(step_size: float | jax.Array) -> optax.GradientTransformation:
     return optax.GradientTransformation(optax.init_empty_state, update_fn)
 
 
-class ScaleByScheduleState(NamedTuple):
-    """The number of updates applied so far (int32)."""
-
-    count: jax.Array
+# Optax's state class itself, so that a jaxfit state and an Optax state are
+# the same pytree (checkpoints and optax.tree tools carry over).
+ScaleByScheduleState = optax.ScaleByScheduleState
 
 
 def scale_by_schedule(
@@ -86,7 +83,7 @@ def scale_by_schedule(
 
 
 def scale_by_learning_rate(
-    learning_rate: ScalarOrSchedule,
+    learning_rate: ScalarOrSchedule | None = None,
     *,
     flip_sign: bool = True,
 ) -> optax.GradientTransformation:
@@ -94,7 +91,8 @@ def scale_by_learning_rate(
 
     Args:
       learning_rate: a non-negative number, or a schedule (a callable of the
-        step count) returning one.
+        step count) returning one; None (as Optax) leaves the updates as they
+        are.
       flip_sign: when True (the default) the updates are multiplied by
         ``-learning_rate`` so that ``apply_updates`` descends the loss.
 
@@ -112,6 +110,8 @@ def scale_by_learning_rate(
       >>> updates
       Array([-0.1, -0.1], dtype=float32)
     """
+    if learning_rate is None:
+        return optax.identity()
     _checks.learning_rate("learning_rate", learning_rate)
     sign = -1 if flip_sign else 1
     if callable(learning_rate):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import optax
@@ -11,11 +11,8 @@ from jaxfit import _checks
 from jaxfit.transforms.combine import chain
 from jaxfit.transforms.scaling import ScalarOrSchedule, scale_by_learning_rate
 
-
-class TraceState(NamedTuple):
-    """The momentum accumulator, shaped like the params."""
-
-    trace: optax.Params
+# Optax's state class itself: the same pytree as optax.trace's state.
+TraceState = optax.TraceState
 
 
 def trace(
@@ -68,7 +65,7 @@ def sgd(
     momentum: float | None = None,
     nesterov: bool = False,
     accumulator_dtype: Any = None,
-) -> optax.GradientTransformation:
+) -> optax.GradientTransformationExtraArgs:
     """Stochastic gradient descent, optionally with (Nesterov) momentum.
 
     Args:
@@ -78,7 +75,8 @@ def sgd(
       accumulator_dtype: optional dtype of the momentum accumulator.
 
     Returns:
-      An ``optax.GradientTransformation``.
+      An ``optax.GradientTransformationExtraArgs``, Optax's chain of the
+      momentum (or identity) and the rate: the same state as ``optax.sgd``.
 
     Example:
       >>> import jax.numpy as jnp, jaxfit
@@ -89,9 +87,10 @@ def sgd(
     """
     if nesterov and momentum is None:
         raise ValueError("`nesterov=True` needs a `momentum` value")
-    if momentum is None:
-        return scale_by_learning_rate(learning_rate)
+    # Optax's structure (identity or trace, then the rate): the same state.
     return chain(
-        trace(momentum, nesterov, accumulator_dtype),
+        optax.identity()
+        if momentum is None
+        else trace(momentum, nesterov, accumulator_dtype),
         scale_by_learning_rate(learning_rate),
     )
