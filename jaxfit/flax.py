@@ -40,7 +40,8 @@ def apply_gradients(
     Args:
       state: a ``flax.training.train_state.TrainState`` (or any dataclass
         with ``step``, ``params``, ``tx``, ``opt_state`` and ``replace``).
-      grads: the gradient of the objective at ``state.params``.
+      grads: the gradient of the objective at ``state.params`` (for complex
+        params, Optax's convention: the conjugate of ``jax.grad``'s).
       value: the objective at ``state.params``.
       value_fn: the objective, ``value_fn(params, **kwargs)``.
       **extra_args: further keyword arguments for the chain, e.g. ``batch=``;

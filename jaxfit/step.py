@@ -205,6 +205,9 @@ def make_step(
         if shape != ():
             raise ValueError(f"`loss` must return a scalar, got shape {shape}")
         value, grad = jax.value_and_grad(objective)(state.params, batch, mask)
+        # Optax's convention for complex params: the chain gets the conjugate
+        # of jax.grad's gradient (a no-op for real params).
+        grad = optax.tree.conj(grad)
         updates, opt_state = tx.update(
             grad,
             state.opt_state,
