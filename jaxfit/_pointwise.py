@@ -36,8 +36,8 @@ _ELEMENTWISE = frozenset(
     cbrt ceil clamp clz complex conj convert_element_type copy copy_p cos cosh
     digamma div eq erf erf_inv erfc exp exp2 expm1 floor ge gt igamma igammac
     imag integer_pow is_finite le lgamma log log1p logistic lt max min mul ne
-    neg nextafter not or polygamma population_count pow real reduce_precision
-    regularized_incomplete_beta rem round rsqrt select_n shift_left
+    neg nextafter not or polygamma polynomial population_count pow real
+    reduce_precision regularized_incomplete_beta rem round rsqrt select_n shift_left
     shift_right_arithmetic shift_right_logical sign sin sinh sqrt square sub
     tan tanh xor zeta""".split()
 )
