@@ -7,10 +7,11 @@ iteration reads the whole dataset once, in the fixed-shape chunks of
 compiled ``lax.scan`` over each chunk's batches accumulates ``J^T J``,
 ``J^T r`` and the cost of the *full* data. The step is then the same damped
 solve and gain-ratio update that :func:`jaxfit.scale_by_levenberg_marquardt`
-uses (shared helpers of :mod:`jaxfit.transforms.least_squares`), so the
-iterates are those of an in-memory fit, up to summation order, and ``pcov``
-is SciPy's for the whole dataset. Memory is ``O(n^2)`` for ``n`` parameters
-plus two chunks, whatever the number of rows.
+uses (shared helpers of :mod:`jaxfit.transforms.least_squares`, tie-breaking
+of interchangeable terms included), so the iterates are those of an
+in-memory fit, up to summation order, and ``pcov`` is SciPy's for the whole
+dataset. Memory is ``O(n^2)`` for ``n`` parameters plus two chunks, whatever
+the number of rows.
 """
 
 from __future__ import annotations
@@ -143,7 +144,8 @@ def _passes(residual_fn, loss, f_scale, jacobian_mode):
 @jax.jit
 def _lm_trial(hessian, gradient, damping, scale, column_norms2):
     scale = _ls.marquardt_scale(scale, column_norms2)
-    return _ls.damped_step(hessian, gradient, damping, scale), scale
+    step = _ls.damped_step(hessian, gradient, damping, scale)
+    return _ls.break_ties(step, hessian), scale
 
 
 @jax.jit
@@ -155,7 +157,9 @@ def _lm_judge(cost, new_cost, step, gradient, damping, scale, nu):
     return actual, predicted, ratio, accepted, damping, nu
 
 
-_gn_step = jax.jit(_ls.gauss_newton_step)
+@jax.jit
+def _gn_step(hessian, gradient):
+    return _ls.break_ties(_ls.gauss_newton_step(hessian, gradient), hessian)
 
 
 @jax.jit
@@ -321,12 +325,19 @@ def fit_least_squares(
     normal_fn, cost_fn = _passes(residual_fn, loss, f_scale, jacobian_mode)
     zero = jnp.zeros([], dtype)
 
+    # The prefetch thread does not inherit a scoped `jax.enable_x64`: without
+    # this, float64 data reached the device as float32 (costs off by ~1e-6).
+    x64 = jax.config.jax_enable_x64
+
+    def put(chunk):
+        with jax.enable_x64(x64):
+            return jax.device_put(chunk), int(np.sum(chunk[1]))
+
     def run_pass(fn, x, acc):
         counted = 0
         p = unravel(x)
         for (batches, masks), real in _data.prefetch(
-            source.chunks(batch_size, k, None),
-            lambda c: (jax.device_put(c), int(np.sum(c[1]))),
+            source.chunks(batch_size, k, None), put
         ):
             acc = fn(p, acc, batches, masks)
             counted += real

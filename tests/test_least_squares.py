@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -255,3 +257,175 @@ def test_bad_arguments_name_the_argument():
     tx = jaxfit.scale_by_gauss_newton(res)
     with pytest.raises(ValueError, match="`params`"):
         tx.update(jnp.ones(2), tx.init(jnp.ones(2)))
+
+
+# Issue 12: from all ones, the terms of a sum of identical exponentials are
+# interchangeable, so their Jacobian columns are identical, every exact step
+# kept a = c, b = d and the fit ended at a saddle (the best single term, at
+# ~140x the optimal cost) with an infinite pcov and only a warning.
+_TERMS = {
+    2: (np.linspace(0, 5, 50), [(3.0, 0.5), (1.0, 3.0)]),
+    3: (np.linspace(0, 5, 100), [(2.0, 0.3), (1.0, 1.5), (1.0, 6.0)]),
+}
+
+
+def _two_terms(x, a, b, c, d):
+    return a * jnp.exp(-b * x) + c * jnp.exp(-d * x)
+
+
+def _three_terms(x, a, b, c, d, e, g):
+    return _two_terms(x, a, b, c, d) + e * jnp.exp(-g * x)
+
+
+def _terms_residual(p, batch):
+    x, y = batch
+    model = _two_terms if p.shape[0] == 4 else _three_terms
+    return model(x, *p) - y
+
+
+def _identical_terms(k):
+    """``(x, y, cost)``: data of ``k`` exponentials and SciPy's optimal cost."""
+    x, terms = _TERMS[k]
+    noise = 0.01 * np.random.default_rng(0).normal(size=x.size)
+    y = sum(a * np.exp(-b * x) for a, b in terms) + noise
+
+    def fun(q):
+        return sum(q[i] * np.exp(-q[i + 1] * x) for i in range(0, 2 * k, 2)) - y
+
+    # SciPy escapes the symmetric start only through finite-difference
+    # rounding; also started at the true terms, so this is the optimum.
+    tight = dict(method="lm", xtol=1e-15, ftol=1e-15, gtol=1e-15)
+    starts = (np.ones(2 * k), np.ravel(terms))
+    cost = min(scipy.optimize.least_squares(fun, p0, **tight).cost for p0 in starts)
+    return jnp.asarray(x), jnp.asarray(y), cost
+
+
+def _lm_until_converged(tx, params, batch, ftol=1e-8, max_steps=500):
+    """A plain jitted LM loop, stopped by SciPy's ``ftol`` test."""
+    state = tx.init(params)
+    step = jax.jit(lambda p, s: tx.update(p, s, p, batch=batch))
+    for _ in range(max_steps):
+        updates, state = step(params, state)
+        params = jaxfit.apply_updates(params, updates)
+        base = state.cost + jnp.where(state.accepted, state.actual_reduction, 0.0)
+        if (
+            abs(state.actual_reduction) <= ftol * base
+            and state.predicted_reduction <= ftol * base
+        ):
+            break
+    return params, state
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_lm_transformation_fits_identical_terms_from_a_symmetric_start(k):
+    x, y, best = _identical_terms(k)
+    tx = jaxfit.scale_by_levenberg_marquardt(_terms_residual)
+    params, state = _lm_until_converged(tx, jnp.ones(2 * k), (x, y))
+    assert float(state.cost) <= best * (1 + 1e-6)  # was ~100x best
+    assert len(set(np.round(np.asarray(params[1::2]), 6))) == k  # distinct rates
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_least_squares_solve_and_solve_many_fit_identical_terms(k):
+    x, y, best = _identical_terms(k)
+    sol = jaxfit.least_squares_solve(_terms_residual, jnp.ones(2 * k), (x, y))
+    assert int(sol.status) > 0
+    assert float(sol.cost) <= best * (1 + 1e-6)
+    # Twice the data: the optimal cost is four times as large.
+    many = jaxfit.least_squares_solve_many(
+        _terms_residual,
+        jnp.ones((2, 2 * k)),
+        (jnp.stack([x, x]), jnp.stack([y, 2 * y])),
+    )
+    assert bool(jnp.all(many.status > 0))
+    assert np.all(np.asarray(many.cost) <= np.array([1, 4]) * best * (1 + 1e-6))
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_curve_fit_from_default_start_fits_identical_terms_with_finite_pcov(k):
+    x, y, best = _identical_terms(k)
+    model = _two_terms if k == 2 else _three_terms
+    x, y = np.asarray(x), np.asarray(y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", scipy.optimize.OptimizeWarning)
+        popt, pcov = jaxfit.curve_fit(model, x, y)  # p0: SciPy's all ones
+    cost = 0.5 * np.sum((np.asarray(model(x, *popt)) - y) ** 2)
+    assert cost <= best * (1 + 1e-6)
+    assert np.all(np.isfinite(pcov))
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_gauss_newton_step_separates_tied_terms_within_the_linear_model(k):
+    x, y, _ = _identical_terms(k)
+    params = jnp.ones(2 * k)
+    tx = jaxfit.scale_by_gauss_newton(_terms_residual)
+    step, _ = tx.update(params, tx.init(params), params, batch=(x, y))
+    J = jax.jacfwd(lambda p: _terms_residual(p, (x, y)))(params)
+    r = _terms_residual(params, (x, y))
+    min_norm = -np.linalg.pinv(np.asarray(J)) @ np.asarray(r)
+    # Every pair of terms moves apart, by ~sqrt(eps) of the step...
+    amplitudes = np.asarray(step[::2])
+    gaps = np.abs(amplitudes[:, None] - amplitudes[None, :])[np.triu_indices(k, 1)]
+    size = np.abs(np.asarray(step)).max()
+    assert np.all((gaps > 1e-12 * size) & (gaps < 1e-6 * size))
+    # ...inside the null space of J: the linearised residuals are unchanged.
+    np.testing.assert_allclose(J @ step, J @ min_norm, rtol=1e-10, atol=1e-12)
+
+
+def test_break_ties_moves_only_tied_columns_and_within_the_null_space():
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(20, 3))
+    # Columns 0, 2, 4 identical; 3 = -2 * column 1; column 5 unused; 6 free.
+    J = base[:, [0, 1, 0, 1, 0, 2, 2]] * np.array([1, 1, 1, -2, 1, 0, 1])
+    step = jnp.asarray(rng.normal(size=7))
+    moved = jaxfit.transforms.least_squares.break_ties(step, jnp.asarray(J.T @ J))
+    move = np.asarray(moved - step)
+    assert np.all(move[[1, 3]] != 0) and np.all(move[[5, 6]] == 0)
+    assert len(set(move[[0, 2, 4]])) == 3  # the three copies all separate
+    np.testing.assert_allclose(J @ move, 0.0, atol=1e-15)
+    assert np.abs(move).max() < 1e-7 * np.abs(np.asarray(step)).max()
+    again = jaxfit.transforms.least_squares.break_ties(step, jnp.asarray(J.T @ J))
+    np.testing.assert_array_equal(moved, again)  # deterministic
+    # At a stationary point (a zero step) nothing moves.
+    zero = jnp.zeros(7)
+    np.testing.assert_array_equal(
+        jaxfit.transforms.least_squares.break_ties(zero, jnp.asarray(J.T @ J)), zero
+    )
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_break_ties_returns_a_full_rank_step_bit_for_bit(dtype):
+    rng = np.random.default_rng(1)
+    for n in (1, 3, 8, 12):  # 12: J^T J by a matmul
+        J = jnp.asarray(rng.normal(size=(30, n)), dtype)
+        J = J.at[:, -1].set(J[:, 0] + 1e-2 * J[:, -1])  # ill-conditioned, not tied
+        step = jnp.asarray(rng.normal(size=n), dtype)
+        out = jaxfit.transforms.least_squares.break_ties(step, J.T @ J)
+        assert out.dtype == dtype
+        np.testing.assert_array_equal(out, step)
+
+
+def test_full_rank_fits_are_unchanged_by_tie_breaking(monkeypatch):
+    batch = _exp_problem(outlier=True)
+
+    def run():
+        lm, _ = _run(
+            jaxfit.scale_by_levenberg_marquardt(_tree_residual, loss="soft_l1"),
+            _p0(),
+            batch,
+            40,
+        )
+        gn, _ = _run(
+            optax.chain(jaxfit.scale_by_gauss_newton(_tree_residual), optax.scale(0.5)),
+            _p0(),
+            batch,
+            20,
+        )
+        return lm, gn
+
+    with_ties = run()
+    monkeypatch.setattr(
+        jaxfit.transforms.least_squares, "break_ties", lambda step, hessian: step
+    )
+    without = run()
+    jax.tree.map(np.testing.assert_array_equal, with_ties, without)

@@ -279,6 +279,59 @@ def gauss_newton_step(hessian, gradient) -> jax.Array:
     return -jnp.linalg.pinv(hessian, hermitian=True) @ gradient
 
 
+def break_ties(step: jax.Array, hessian: jax.Array) -> jax.Array:
+    """``step`` plus a tiny move that separates parameters with tied columns.
+
+    A model with interchangeable terms (``a e^{-bx} + c e^{-dx}`` from
+    ``a = c``, ``b = d``) has identical Jacobian columns on its symmetric
+    subspace, and ``J^T r`` is symmetric there too, so every exact step (LM,
+    Gauss-Newton) keeps the symmetry: the fit ends at a saddle, the optimum
+    of a model with one term fewer. SciPy escapes only through the rounding
+    of its finite differences. Here, where two columns of ``J`` are parallel
+    to within rounding (``|cos| >= 1 - 16 eps`` from ``hessian = J^T J``),
+    the step gets a move of relative size ``sqrt(eps)`` inside the null space
+    of ``J`` that separates every tied column: ``J`` times the move is zero,
+    so the linear model, and the step's predicted reduction, are unchanged
+    to first order, while LM's own dynamics amplify the asymmetry once the
+    columns differ. The move is deterministic (index-dependent weights) and
+    zero for a zero ``step`` (a stationary point). Without ties ``step`` is
+    returned as is (bit for bit).
+
+    Args:
+      step: the step ``d`` for the flat params.
+      hessian: ``J^T J`` (possibly robustly reweighted) at the same point.
+
+    Returns:
+      ``d`` plus the move (``d`` itself where no columns are tied).
+
+    Example:
+      >>> import jax.numpy as jnp, jaxfit
+      >>> J = jnp.array([[1.0, 1.0, 0.0], [2.0, 2.0, 1.0]])  # columns 0, 1 tied
+      >>> step = jaxfit.transforms.least_squares.break_ties(
+      ...     jnp.array([1.0, 1.0, 1.0]), J.T @ J)
+      >>> bool(step[0] != step[1]), float(step[2]), float((J @ step)[0])
+      (True, 1.0, 2.0)
+    """
+    n = step.shape[0]
+    eps = jnp.finfo(hessian.dtype).eps
+    # A strided diagonal and sums, not jnp.diag and a matvec: fewer kernels
+    # in the LM loop body (XLA compile time of a first curve_fit).
+    norm = jnp.sqrt(hessian.reshape(-1)[:: n + 1])
+    norm = jnp.where(norm > 0, norm, 1.0)  # a zero column ties with nothing
+    cos = hessian / (norm[:, None] * norm[None, :])
+    sign = jnp.where(jnp.abs(cos) >= 1 - 16 * eps, jnp.sign(cos), 0.0)
+    count = jnp.sum(jnp.abs(sign), axis=1)  # a live column ties with itself
+    tied = count > 1
+    # Distinct weights minus their signed mean over each group of tied
+    # columns, in units where every column has norm 1: J @ move = 0.
+    w = jnp.arange(n, dtype=hessian.dtype)
+    move = jnp.where(tied, w - jnp.sum(sign * w, axis=1) / jnp.maximum(count, 1), 0)
+    # Tied, some |move| >= 1/2; the largest becomes sqrt(eps) of the step.
+    size = jnp.sqrt(eps) * jnp.max(jnp.abs(norm * step))
+    size = size / jnp.maximum(jnp.max(jnp.abs(move)), 0.5)
+    return jnp.where(tied, step + (size * move / norm).astype(step.dtype), step)
+
+
 def gain_ratio(cost, new_cost, step, gradient, damping, scale):
     """``(actual, predicted, ratio)`` cost reductions of a damped step.
 
@@ -328,10 +381,12 @@ def scale_by_gauss_newton(
     """Replaces the updates by the Gauss-Newton step ``d``.
 
     ``d`` solves ``(J^T J) d = -J^T r`` at ``params`` (pseudo-inverse, so a
-    rank-deficient ``J`` gives the minimum-norm step). With a robust ``loss``
-    the residuals and Jacobian are reweighted as in SciPy. Chain it with a
-    line search (its ``value_fn`` the :func:`jaxfit.residual_loss` of the
-    same residuals) for a damped Gauss-Newton method.
+    rank-deficient ``J`` gives the minimum-norm step; where columns of ``J``
+    are tied, :func:`break_ties` adds a tiny move that separates them). With
+    a robust ``loss`` the residuals and Jacobian are reweighted as in SciPy.
+    Chain it with a line search (its ``value_fn`` the
+    :func:`jaxfit.residual_loss` of the same residuals) for a damped
+    Gauss-Newton method.
 
     Args:
       residual_fn: ``(params, batch) -> r``, a 1-D residual vector.
@@ -386,7 +441,7 @@ def scale_by_gauss_newton(
             cost, A, g, _ = _dense_normal_equations(
                 residual_fn, params, batch, opts, chunk_rows
             )
-            step = gauss_newton_step(A, g)
+            step = break_ties(gauss_newton_step(A, g), A)
         new_state = ScaleByGaussNewtonState(
             count=optax.safe_increment(state.count),
             cost=cost.astype(flat.dtype),
@@ -418,8 +473,11 @@ def scale_by_levenberg_marquardt(
     otherwise the update is zero and ``lambda`` grows by ``nu``, which doubles
     on each consecutive rejection. After a rejection the next update at the
     same params reuses ``J^T J`` and ``J^T r`` from the state, so it costs one
-    residual evaluation. In ``matrix_free`` mode ``D`` is the identity and the
-    system is solved by conjugate gradients.
+    residual evaluation. Where columns of ``J`` are tied (interchangeable
+    terms at a symmetric point, such as SciPy's all-ones start) the step gets
+    the tiny null-space move of :func:`break_ties`, so the fit leaves the
+    symmetric saddle. In ``matrix_free`` mode ``D`` is the identity, the
+    system is solved by conjugate gradients and ties are not detected.
 
     Args:
       residual_fn: ``(params, batch) -> r``, a 1-D residual vector.
@@ -514,7 +572,7 @@ def scale_by_levenberg_marquardt(
             damped = lambda v: normal_matvec(v) + damping * scale * v
             step, _ = jax.scipy.sparse.linalg.cg(damped, -g, maxiter=4 * flat.size)
         else:
-            step = damped_step(A, g, damping, scale)
+            step = break_ties(damped_step(A, g, damping, scale), A)
         step = step.astype(dtype)
         new_cost = _cost_at(
             residual_fn, unravel, flat + step, batch, loss, f_scale, chunk_rows
