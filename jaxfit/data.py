@@ -559,6 +559,9 @@ class Prefetcher:
         self._slots = threading.Semaphore(depth)
         self._stop = threading.Event()
         self._manual = manual
+        # A thread does not inherit a scoped `jax.enable_x64`: without it,
+        # float64 chunks would reach the device as float32.
+        self._x64 = jax.config.jax_enable_x64
         self._thread = threading.Thread(
             target=self._work, args=(chunks, put), daemon=True
         )
@@ -566,6 +569,10 @@ class Prefetcher:
         self._items = self._consume()
 
     def _work(self, chunks, put):
+        with jax.enable_x64(self._x64):
+            self._read(chunks, put)
+
+    def _read(self, chunks, put):
         try:
             iterator = iter(chunks)
             while True:

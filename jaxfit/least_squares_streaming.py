@@ -325,13 +325,8 @@ def fit_least_squares(
     normal_fn, cost_fn = _passes(residual_fn, loss, f_scale, jacobian_mode)
     zero = jnp.zeros([], dtype)
 
-    # The prefetch thread does not inherit a scoped `jax.enable_x64`: without
-    # this, float64 data reached the device as float32 (costs off by ~1e-6).
-    x64 = jax.config.jax_enable_x64
-
     def put(chunk):
-        with jax.enable_x64(x64):
-            return jax.device_put(chunk), int(np.sum(chunk[1]))
+        return jax.device_put(chunk), int(np.sum(chunk[1]))
 
     def run_pass(fn, x, acc):
         counted = 0

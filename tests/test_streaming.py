@@ -597,3 +597,27 @@ def test_a_dropped_loss_and_what_it_closes_over_are_freed():
     alive, jit_growth, fit_growth = out.stdout.split()
     assert int(alive) == 0
     assert float(fit_growth) < float(jit_growth) + 100, (fit_growth, jit_growth)
+
+
+def test_float64_data_stays_float64_under_a_scoped_enable_x64():
+    """The reader thread does not inherit ``jax.enable_x64``: fit passes it
+    on, so float64 rows reach the loss as float64."""
+    seen = []
+
+    def loss(params, batch, mask):
+        seen.append(batch[0].dtype)
+        return jaxfit.masked_mean((params * batch[0] - batch[1]) ** 2, mask)
+
+    x = np.linspace(0, 1, 300)
+    with jax.enable_x64(True):
+        jaxfit.fit(
+            loss,
+            jaxfit.sgd(0.1),
+            jnp.zeros((), jnp.float64),
+            (x, 2 * x),
+            batch_size=64,
+            chunk_batches=2,
+            key=1,
+            progress=False,
+        )
+    assert seen and all(dtype == jnp.float64 for dtype in seen)
