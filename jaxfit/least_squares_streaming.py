@@ -16,7 +16,6 @@ the number of rows.
 
 from __future__ import annotations
 
-import functools
 import math
 import warnings
 from collections.abc import Callable
@@ -27,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from jaxfit import _checks
+from jaxfit import _callables, _checks
 from jaxfit import data as _data
 from jaxfit import residuals as _res
 from jaxfit.curve_fit import OptimizeWarning
@@ -94,9 +93,19 @@ def _masked(residual_fn: Callable, mask: jax.Array) -> Callable:
     return fn
 
 
-@functools.lru_cache(maxsize=64)
+# One pair of reducers per residual function (by identity, held weakly: a
+# dropped function and what it closes over are freed) and options.
+_PASSES = _callables.CallableCache()
+
+
 def _passes(residual_fn, loss, f_scale, jacobian_mode):
-    """Jitted chunk reducers, cached so that a second fit compiles nothing.
+    """Jitted chunk reducers, cached so that a second fit compiles nothing."""
+    static = (loss, f_scale, jacobian_mode)
+    return _PASSES.get((residual_fn,), static, _build_passes)
+
+
+def _build_passes(residual_fn, loss, f_scale, jacobian_mode):
+    """The reducers of :func:`_passes`.
 
     ``normal(params, acc, batches, masks)`` adds each batch's
     ``(cost, J^T J, J^T r)`` to ``acc``; ``cost(params, acc, ...)`` adds the
@@ -139,6 +148,19 @@ def _passes(residual_fn, loss, f_scale, jacobian_mode):
         return jax.jit(run)
 
     return reducer(normal_batch), reducer(cost_batch)
+
+
+def _check_finite_data(source, batch_size, k):
+    """Raises naming `data` if it holds NaN or inf (read again: only once the
+    residuals at the start are found not finite)."""
+    for index, (batches, masks) in enumerate(source.chunks(batch_size, k, None)):
+        for leaf in jax.tree.leaves(batches):
+            leaf = np.asarray(leaf)[masks] if leaf.ndim >= 2 else leaf
+            if np.issubdtype(leaf.dtype, np.inexact) and not np.isfinite(leaf).all():
+                raise ValueError(
+                    f"`data` contains NaN or inf (in chunk {index} of "
+                    f"{batch_size * k} rows): the residuals cannot be finite"
+                )
 
 
 @jax.jit
@@ -188,10 +210,6 @@ def _status(f_ok, x_ok, g_ok):
     if x_ok:
         return 3
     return None
-
-
-def _non_negative(name, value):
-    _checks.non_negative(name, value)
 
 
 def fit_least_squares(
@@ -282,7 +300,7 @@ def fit_least_squares(
     _checks.positive("f_scale", f_scale)
     _checks.positive_int("max_iterations", max_iterations)
     for name, value in (("ftol", ftol), ("xtol", xtol), ("gtol", gtol)):
-        _non_negative(name, value)
+        _checks.non_negative(name, value)
     _checks.positive("init_damping", init_damping)
     if jacobian_mode not in ("auto", "forward", "reverse"):
         raise ValueError(
@@ -361,6 +379,7 @@ def fit_least_squares(
     if m < n:
         raise ValueError(f"`data` has {m} residuals, fewer than the {n} parameters")
     if not np.isfinite(float(cost)):
+        _check_finite_data(source, batch_size, k)
         raise ValueError("Residuals are not finite at the initial `params`")
     damping = jnp.asarray(init_damping, dtype)
     nu = jnp.asarray(2.0, dtype)

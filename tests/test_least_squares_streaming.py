@@ -266,3 +266,45 @@ def test_streamed_gauss_newton_step_separates_identical_terms():
     # Exact steps kept a = c, b = d (up to rounding); a tiny move parts them.
     assert 1e-12 * step < min(abs(a - c), abs(b - d))
     assert max(abs(a - c), abs(b - d)) < 1e-6 * step
+
+
+def test_nan_data_is_blamed_on_the_data_not_the_params():
+    x, y, sigma = make_data(300)
+    y = y.copy()
+    y[137] = np.nan
+    with pytest.raises(ValueError, match="`data` contains NaN"):
+        fit((x, y, 1 / sigma))
+
+
+@pytest.mark.parametrize("name,value", [("ftol", np.nan), ("xtol", -1.0)])
+def test_bad_tolerances_are_refused(name, value):
+    x, y, sigma = make_data(300)
+    with pytest.raises(ValueError, match=f"`{name}`"):
+        fit((x, y, 1 / sigma), **{name: value})
+
+
+def test_an_unhashable_residual_fn_fits_and_a_dropped_one_is_freed():
+    import dataclasses
+    import gc
+    import weakref
+
+    @dataclasses.dataclass
+    class Residual:  # eq=True: not hashable
+        scale: float
+
+        def __call__(self, p, batch):
+            return self.scale * residual(p, batch)
+
+    x, y, sigma = make_data(300)
+    fn = Residual(1.0)
+    with jax.enable_x64(True):
+        result = jaxfit.fit_least_squares(
+            fn, jnp.array(P0), (x, y, 1 / sigma), batch_size=64, progress=False
+        )
+    np.testing.assert_allclose(
+        np.asarray(result.params), np.asarray(fit((x, y, 1 / sigma)).params), 1e-8
+    )
+    ref = weakref.ref(fn)
+    del fn
+    gc.collect()
+    assert ref() is None
