@@ -63,6 +63,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import gc
 import json
 import os
 import shutil
@@ -386,6 +387,7 @@ def rss_child(
         curve_loss, TX, params, (x[:rows], y[:rows]), batch_size=batch_size,
         chunk_bytes=chunk_bytes, shuffle=shuffle, progress=False,
     )  # fmt: skip
+    gc.collect()  # the warm-up's garbage is not the fit's memory
     baseline = _rss_anon()
     peak = {"callback": baseline, "thread": baseline}
     done = threading.Event()

@@ -107,8 +107,10 @@ class Feeder:
             self._prefetcher.release()
 
     def close(self) -> None:
+        """Stops the reader and lets go of every chunk (the kept one too)."""
         if self._prefetcher is not None:
             self._prefetcher.close()
+        self._items = self._kept = None
 
     def _host_items(self):
         """Host chunks of every epoch in one stream, so that the next epoch's
