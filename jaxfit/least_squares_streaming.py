@@ -171,10 +171,11 @@ def _lm_trial(hessian, gradient, damping, scale, column_norms2):
 
 
 @jax.jit
-def _lm_judge(cost, new_cost, step, gradient, damping, scale, nu):
+def _lm_judge(cost, new_cost, step, gradient, damping, scale, nu, x):
     actual, predicted, ratio = _ls.gain_ratio(
         cost, new_cost, step, gradient, damping, scale
     )
+    ratio = jnp.where(_ls.step_too_large(step, x), -jnp.inf, ratio)
     accepted, damping, nu = _ls.nielsen_update(ratio, damping, nu)
     return actual, predicted, ratio, accepted, damping, nu
 
@@ -402,7 +403,7 @@ def fit_least_squares(
                 nfev += 1
                 history["damping"].append(float(damping))
                 actual, predicted, ratio, accepted, damping, nu = _lm_judge(
-                    cost, new_cost, step, gradient, damping, scale, nu
+                    cost, new_cost, step, gradient, damping, scale, nu, x
                 )
                 actual, predicted = float(actual), float(predicted)
                 ratio, accepted = float(ratio), bool(accepted)

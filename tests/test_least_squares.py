@@ -394,6 +394,42 @@ def test_break_ties_moves_only_tied_columns_and_within_the_null_space():
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_step_too_large_caps_each_parameter_at_ten_times_its_size(dtype):
+    too_large = jaxfit.transforms.least_squares.step_too_large
+    x = jnp.asarray([1.0, 1.0], dtype)
+    # BoxBOD's first step from (1, 1) sends b2 to ~100: rejected.
+    assert bool(too_large(jnp.asarray([50.0, 103.0], dtype), x))
+    assert not bool(too_large(jnp.asarray([19.0, -19.0], dtype), x))
+    # A parameter started at zero may move by 10x the largest parameter.
+    x = jnp.asarray([2.0, 0.0], dtype)
+    assert not bool(too_large(jnp.asarray([0.0, 19.0], dtype), x))
+    assert bool(too_large(jnp.asarray([0.0, 21.0], dtype), x))
+    # No size to compare with at zero, and NaN steps are left to the gain ratio.
+    assert not bool(too_large(jnp.asarray([1e9, 1e9], dtype), jnp.zeros(2, dtype)))
+    assert not bool(too_large(jnp.full(2, jnp.nan, dtype), x))
+
+
+def test_levenberg_marquardt_rejects_a_step_beyond_the_cap():
+    # A line y = 100 x from (1, 1): the nearly undamped first step (slope
+    # +99) lowers the cost but moves by ~50x the slope's size; the cap
+    # rejects it and raises the damping, and the fit still gets there.
+    x = jnp.linspace(0.0, 1.0, 11)
+    res = lambda p, batch: p[0] + p[1] * batch[0] - batch[1]
+    tx = jaxfit.scale_by_levenberg_marquardt(res)
+    params = jnp.asarray([1.0, 1.0])
+    state = tx.init(params)
+    update = jax.jit(tx.update)
+    updates, state = update(params, state, params, batch=(x, 100 * x))
+    assert not bool(state.accepted) and float(state.damping) > 1e-3
+    assert float(state.actual_reduction) > 0  # the cost would have dropped
+    np.testing.assert_array_equal(updates, 0.0)
+    for _ in range(40):
+        updates, state = update(params, state, params, batch=(x, 100 * x))
+        params = jaxfit.apply_updates(params, updates)
+    np.testing.assert_allclose(params, [0.0, 100.0], atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
 def test_break_ties_returns_a_full_rank_step_bit_for_bit(dtype):
     rng = np.random.default_rng(1)
     for n in (1, 3, 8, 12):  # 12: J^T J by a matmul

@@ -332,6 +332,30 @@ def break_ties(step: jax.Array, hessian: jax.Array) -> jax.Array:
     return jnp.where(tied, step + (size * move / norm).astype(step.dtype), step)
 
 
+def step_too_large(step: jax.Array, x: jax.Array) -> jax.Array:
+    """Whether a trial step moves some parameter by over ~10x its size.
+
+    True where ``|d_i| > 10 (|x_i| + ||x||_inf)`` for some ``i`` (never at
+    ``x = 0``: there is no size to compare with). LM rejects such a step and
+    raises the damping, as for a step that fails to reduce the cost. A
+    nearly undamped first step can otherwise throw a parameter orders of
+    magnitude away, onto a plateau where the model no longer depends on it
+    (NIST BoxBOD from ``(1, 1)``: ``b2`` to ~100, where ``exp(-b2 x) ~ 0``),
+    and the fit stalls there although the step reduced the cost. The
+    ``||x||_inf`` term lets a parameter started at zero move as far as the
+    largest parameter's size, so fits from such starts keep their steps.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxfit
+      >>> too_large = jaxfit.transforms.least_squares.step_too_large
+      >>> x = jnp.array([1.0, 1.0])
+      >>> bool(too_large(jnp.array([0.0, 103.0]), x)), bool(too_large(-x, x))
+      (True, False)
+    """
+    size = jnp.abs(x) + jnp.max(jnp.abs(x), initial=0.0)
+    return jnp.any((jnp.abs(step) > 10 * size) & (size > 0))
+
+
 def gain_ratio(cost, new_cost, step, gradient, damping, scale):
     """``(actual, predicted, ratio)`` cost reductions of a damped step.
 
@@ -578,6 +602,7 @@ def scale_by_levenberg_marquardt(
             residual_fn, unravel, flat + step, batch, loss, f_scale, chunk_rows
         ).astype(dtype)
         actual, predicted, ratio = gain_ratio(cost, new_cost, step, g, damping, scale)
+        ratio = jnp.where(step_too_large(step, flat), -jnp.inf, ratio)
         accepted, new_damping, new_nu = nielsen_update(ratio, damping, state.nu)
         new_nu = new_nu.astype(dtype)
         # A first call counts the residual evaluated with the Jacobian.
