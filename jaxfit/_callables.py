@@ -104,22 +104,29 @@ class CallableCache:
     def get(self, objs: tuple, static: tuple, build: Callable) -> Any:
         key = (tuple(identity(o) for o in objs), static)
         with self._lock:
-            if key in self._entries:
+            entry = self._entries.get(key)
+            # The entry keeps its references alive (a dead weak reference
+            # never calls back), and they must still point at these objects.
+            if entry is not None and all(
+                o is None or r() is o or identity(r()) == identity(o)
+                for o, r in zip(objs, entry[1], strict=True)
+            ):
                 if key in self._strong:
                     self._strong.move_to_end(key)
-                return self._entries[key]
+                return entry[0]
         drop = lambda _ref, key=key, entries=self._entries: entries.pop(key, None)
-        proxies, strong = [], False
+        proxies, refs, strong = [], [], False
         for obj in objs:
+            ref = None if obj is None else _reference(obj, drop)
+            refs.append(ref)
             if obj is None:
                 proxies.append(None)
                 continue
-            ref = _reference(obj, drop)
             strong |= not isinstance(ref, weakref.ref)
             proxies.append(WeakCallable(obj, ref))
         value = build(*proxies, *static)
         with self._lock:
-            self._entries[key] = value
+            self._entries[key] = (value, refs)
             if strong:
                 self._strong[key] = None
                 while len(self._strong) > _MAX_STRONG:
