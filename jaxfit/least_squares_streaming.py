@@ -293,181 +293,41 @@ def fit_least_squares(
       >>> np.asarray(result.params).round(6), result.status > 0
       (array([2.5, 1.3, 0.5]), True)
     """
-    if not callable(residual_fn):
-        raise ValueError(f"`residual_fn` must be callable, got {residual_fn!r}")
-    if method not in METHODS:
-        raise ValueError(f"`method` must be one of {METHODS!r}, got {method!r}")
-    _res._check_loss(loss)
-    _checks.positive("f_scale", f_scale)
-    _checks.positive_int("max_iterations", max_iterations)
-    for name, value in (("ftol", ftol), ("xtol", xtol), ("gtol", gtol)):
-        _checks.non_negative(name, value)
-    _checks.positive("init_damping", init_damping)
-    if jacobian_mode not in ("auto", "forward", "reverse"):
-        raise ValueError(
-            "`jacobian_mode` must be 'auto', 'forward' or 'reverse', "
-            f"got {jacobian_mode!r}"
-        )
-    _checks.params(params)
-    f_scale = float(f_scale)
-
+    _check_options(
+        residual_fn, params, method, loss, f_scale, max_iterations,
+        (ftol, xtol, gtol), init_damping, jacobian_mode,
+    )  # fmt: skip
     source = _data.open_source(data)
-    if getattr(source, "one_shot", False):
-        raise ValueError(
-            "`data` is a one-shot iterator, but each iteration reads the data "
-            "again; pass a re-iterable (e.g. a list or a loader)"
-        )
-    if chunk_batches is None and isinstance(source, _data.IterableSource):
-        chunk_batches = _ITERABLE_CHUNK_BATCHES  # fewer padding batches per pass
-    batch_size, example, _, k = _data.plan(
-        source, batch_size, chunk_batches, chunk_bytes
-    )
-
+    batch_size, example, _, k = _plan(source, batch_size, chunk_batches, chunk_bytes)
     flat, unravel = ravel_pytree(params)
-    n, dtype = flat.size, flat.dtype
-    rows = _data._check_rows(example)
-    pad = np.zeros(batch_size - rows, np.int64)
-    example = jax.tree.map(
-        lambda x: np.concatenate([np.asarray(x), np.asarray(x)[pad]]), example
+    passes = _Passes(
+        source,
+        batch_size,
+        k,
+        _passes(residual_fn, loss, float(f_scale), jacobian_mode),
+        unravel,
+        _rows_per_batch(residual_fn, params, example, batch_size),
+        flat,
     )
-    try:
-        shape = jax.eval_shape(residual_fn, params, example).shape
-    except Exception as error:
-        raise ValueError(f"`residual_fn` failed on a batch: {error}") from error
-    if len(shape) == 0 or shape[0] != batch_size:
-        raise ValueError(
-            f"`residual_fn` must return {batch_size} (batch_size) rows of "
-            f"residuals, got shape {shape}"
-        )
-    per_row = math.prod(shape[1:])
-
-    normal_fn, cost_fn = _passes(residual_fn, loss, f_scale, jacobian_mode)
-    zero = jnp.zeros([], dtype)
-
-    def put(chunk):
-        return jax.device_put(chunk), int(np.sum(chunk[1]))
-
-    def run_pass(fn, x, acc):
-        counted = 0
-        p = unravel(x)
-        for (batches, masks), real in _data.prefetch(
-            source.chunks(batch_size, k, None), put
-        ):
-            acc = fn(p, acc, batches, masks)
-            counted += real
-        return acc, counted
-
-    def normal_pass(x):
-        acc = (zero, jnp.zeros((n, n), dtype), jnp.zeros(n, dtype), jnp.zeros(n, dtype))
-        (cost, hessian, gradient, norms2), real = run_pass(normal_fn, x, acc)
-        return cost, hessian, gradient, norms2, real * per_row
-
-    def cost_pass(x):
-        return run_pass(cost_fn, x, zero)[0]
-
-    bar = None
-    if progress:
-        try:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=max_iterations, desc="jaxfit.fit_least_squares")
-        except ImportError:
-            pass
-
-    x = flat
-    cost, hessian, gradient, norms2, m = normal_pass(x)
-    nfev = njev = 1
+    cost, hessian, gradient, norms2, m = passes.normal(flat)
+    n = flat.size
     if m < n:
         raise ValueError(f"`data` has {m} residuals, fewer than the {n} parameters")
     if not np.isfinite(float(cost)):
         _check_finite_data(source, batch_size, k)
         raise ValueError("Residuals are not finite at the initial `params`")
-    damping = jnp.asarray(init_damping, dtype)
-    nu = jnp.asarray(2.0, dtype)
-    scale = jnp.zeros(n, dtype)
-    history: dict[str, list] = {
-        name: []
-        for name in ("cost", "grad_norm", "step_norm", "ratio", "damping", "accepted")
-    }
-    status = 0
-    iterations = 0
+    bar = _progress_bar(progress, max_iterations)
     try:
-        while iterations < max_iterations:
-            iterations += 1
-            base_cost = float(cost)
-            grad_norm = float(jnp.max(jnp.abs(gradient)))
-            x_norm = float(jnp.linalg.norm(x))
-            if method == "lm":
-                step, scale = _lm_trial(hessian, gradient, damping, scale, norms2)
-                new_cost = cost_pass(x + step)
-                nfev += 1
-                history["damping"].append(float(damping))
-                actual, predicted, ratio, accepted, damping, nu = _lm_judge(
-                    cost, new_cost, step, gradient, damping, scale, nu, x
-                )
-                actual, predicted = float(actual), float(predicted)
-                ratio, accepted = float(ratio), bool(accepted)
-                f_ok = (
-                    abs(actual) <= ftol * base_cost
-                    and predicted <= ftol * base_cost
-                    and ratio <= 2
-                )
-            else:
-                step = _gn_step(hessian, gradient)
-                history["damping"].append(0.0)
-                accepted, ratio = True, math.nan
-            step_norm = float(jnp.linalg.norm(step))
-            if accepted:
-                x_prev, x = x, x + step
-                cost, hessian, gradient, norms2, _ = normal_pass(x)
-                nfev += 1
-                njev += 1
-            if method == "gn":
-                actual = base_cost - float(cost)
-                f_ok = abs(actual) <= ftol * base_cost
-            for name, value in (
-                ("cost", base_cost),
-                ("grad_norm", grad_norm),
-                ("step_norm", step_norm),
-                ("ratio", ratio),
-                ("accepted", accepted),
-            ):
-                history[name].append(value)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(cost=f"{float(cost):.6g}")
-            if method == "gn" and not np.isfinite(float(cost)):
-                status = -1
-                x = x_prev  # back to the last finite point
-                cost, hessian, gradient, norms2, _ = normal_pass(x)
-                nfev += 1
-                njev += 1
-                break
-            x_ok = step_norm <= xtol * (xtol + x_norm)
-            done = _status(f_ok, x_ok, grad_norm <= gtol)
-            if done is not None:
-                status = done
-                break
+        x, cost, hessian, counts, history = _iterate(
+            passes, flat, (cost, hessian, gradient, norms2), method,
+            (ftol, xtol, gtol), init_damping, max_iterations, bar,
+        )  # fmt: skip
     finally:
         if bar is not None:
             bar.close()
-
-    pcov, full_rank = jax.device_get(_covariance(hessian, m))
-    pcov = np.asarray(pcov)
+    iterations, nfev, njev, status = counts
     cost = float(cost)
-    warn = not bool(full_rank) or np.isnan(pcov).any()
-    if not warn and not absolute_sigma:
-        if m > n:
-            pcov = pcov * (2 * cost / (m - n))
-        else:
-            warn = True
-    if warn:
-        pcov = np.full((n, n), np.inf)
-        warnings.warn(
-            "Covariance of the parameters could not be estimated",
-            OptimizeWarning,
-            stacklevel=2,
-        )
+    pcov = _pcov(hessian, m, n, cost, absolute_sigma)
     return LeastSquaresFitResult(
         params=unravel(x),
         pcov=pcov,
@@ -485,3 +345,186 @@ def fit_least_squares(
             for name, values in history.items()
         },
     )
+
+
+def _check_options(
+    residual_fn, params, method, loss, f_scale, max_iterations, tolerances,
+    init_damping, jacobian_mode,
+):  # fmt: skip
+    if not callable(residual_fn):
+        raise ValueError(f"`residual_fn` must be callable, got {residual_fn!r}")
+    if method not in METHODS:
+        raise ValueError(f"`method` must be one of {METHODS!r}, got {method!r}")
+    _res._check_loss(loss)
+    _checks.positive("f_scale", f_scale)
+    _checks.positive_int("max_iterations", max_iterations)
+    for name, value in zip(("ftol", "xtol", "gtol"), tolerances, strict=True):
+        _checks.non_negative(name, value)
+    _checks.positive("init_damping", init_damping)
+    if jacobian_mode not in ("auto", "forward", "reverse"):
+        raise ValueError(
+            "`jacobian_mode` must be 'auto', 'forward' or 'reverse', "
+            f"got {jacobian_mode!r}"
+        )
+    _checks.params(params)
+
+
+def _plan(source, batch_size, chunk_batches, chunk_bytes):
+    """:func:`jaxfit.data.plan` for a source read once per iteration."""
+    if getattr(source, "one_shot", False):
+        raise ValueError(
+            "`data` is a one-shot iterator, but each iteration reads the data "
+            "again; pass a re-iterable (e.g. a list or a loader)"
+        )
+    if chunk_batches is None and isinstance(source, _data.IterableSource):
+        chunk_batches = _ITERABLE_CHUNK_BATCHES  # fewer padding batches per pass
+    return _data.plan(source, batch_size, chunk_batches, chunk_bytes)
+
+
+def _rows_per_batch(residual_fn, params, example, batch_size) -> int:
+    """Residuals per data row, checked on the example batch (padded)."""
+    pad = np.zeros(batch_size - _data._check_rows(example), np.int64)
+    example = jax.tree.map(
+        lambda x: np.concatenate([np.asarray(x), np.asarray(x)[pad]]), example
+    )
+    try:
+        shape = jax.eval_shape(residual_fn, params, example).shape
+    except Exception as error:
+        raise ValueError(f"`residual_fn` failed on a batch: {error}") from error
+    if len(shape) == 0 or shape[0] != batch_size:
+        raise ValueError(
+            f"`residual_fn` must return {batch_size} (batch_size) rows of "
+            f"residuals, got shape {shape}"
+        )
+    return math.prod(shape[1:])
+
+
+class _Passes:
+    """One pass over the data at flat params ``x``: the normal equations
+    (``normal``) or the cost alone (``cost``)."""
+
+    def __init__(self, source, batch_size, k, reducers, unravel, per_row, flat):
+        self.source, self.batch_size, self.k = source, batch_size, k
+        self.normal_fn, self.cost_fn = reducers
+        self.unravel, self.per_row = unravel, per_row
+        self.n, self.dtype = flat.size, flat.dtype
+
+    def _run(self, fn, x, acc):
+        counted = 0
+        p = self.unravel(x)
+        put = lambda chunk: (jax.device_put(chunk), int(np.sum(chunk[1])))
+        chunks = self.source.chunks(self.batch_size, self.k, None)
+        for (batches, masks), real in _data.prefetch(chunks, put):
+            acc = fn(p, acc, batches, masks)
+            counted += real
+        return acc, counted
+
+    def normal(self, x):
+        """``(cost, J^T J, J^T r, column norms2, residual count)``."""
+        n, dtype = self.n, self.dtype
+        acc = (jnp.zeros([], dtype), jnp.zeros((n, n), dtype), jnp.zeros(n, dtype))
+        acc = (*acc, jnp.zeros(n, dtype))
+        (cost, hessian, gradient, norms2), real = self._run(self.normal_fn, x, acc)
+        return cost, hessian, gradient, norms2, real * self.per_row
+
+    def cost(self, x):
+        return self._run(self.cost_fn, x, jnp.zeros([], self.dtype))[0]
+
+
+def _progress_bar(progress, max_iterations):
+    if not progress:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=max_iterations, desc="jaxfit.fit_least_squares")
+
+
+def _iterate(passes, x, normal, method, tolerances, init_damping, max_iterations, bar):
+    """LM or GN steps from ``x`` until a stopping test holds: the final
+    ``(x, cost, J^T J, (iterations, nfev, njev, status), history)``."""
+    ftol, xtol, gtol = tolerances
+    cost, hessian, gradient, norms2 = normal
+    dtype = x.dtype
+    damping = jnp.asarray(init_damping, dtype)
+    nu = jnp.asarray(2.0, dtype)
+    scale = jnp.zeros(x.size, dtype)
+    names = ("cost", "grad_norm", "step_norm", "ratio", "damping", "accepted")
+    history: dict[str, list] = {name: [] for name in names}
+    status, iterations, nfev, njev = 0, 0, 1, 1
+    while iterations < max_iterations:
+        iterations += 1
+        base_cost = float(cost)
+        grad_norm = float(jnp.max(jnp.abs(gradient)))
+        x_norm = float(jnp.linalg.norm(x))
+        if method == "lm":
+            step, scale = _lm_trial(hessian, gradient, damping, scale, norms2)
+            new_cost = passes.cost(x + step)
+            nfev += 1
+            history["damping"].append(float(damping))
+            actual, predicted, ratio, accepted, damping, nu = _lm_judge(
+                cost, new_cost, step, gradient, damping, scale, nu, x
+            )
+            actual, predicted = float(actual), float(predicted)
+            ratio, accepted = float(ratio), bool(accepted)
+            f_ok = (
+                abs(actual) <= ftol * base_cost
+                and predicted <= ftol * base_cost
+                and ratio <= 2
+            )
+        else:
+            step = _gn_step(hessian, gradient)
+            history["damping"].append(0.0)
+            accepted, ratio = True, math.nan
+        step_norm = float(jnp.linalg.norm(step))
+        if accepted:
+            x_prev, x = x, x + step
+            cost, hessian, gradient, norms2, _ = passes.normal(x)
+            nfev += 1
+            njev += 1
+        if method == "gn":
+            actual = base_cost - float(cost)
+            f_ok = abs(actual) <= ftol * base_cost
+        for name, value in zip(
+            names, (base_cost, grad_norm, step_norm, ratio), strict=False
+        ):
+            history[name].append(value)
+        history["accepted"].append(accepted)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(cost=f"{float(cost):.6g}")
+        if method == "gn" and not np.isfinite(float(cost)):
+            status = -1
+            x = x_prev  # back to the last finite point
+            cost, hessian, gradient, norms2, _ = passes.normal(x)
+            nfev += 1
+            njev += 1
+            break
+        x_ok = step_norm <= xtol * (xtol + x_norm)
+        done = _status(f_ok, x_ok, grad_norm <= gtol)
+        if done is not None:
+            status = done
+            break
+    return x, cost, hessian, (iterations, nfev, njev, status), history
+
+
+def _pcov(hessian, m, n, cost, absolute_sigma):
+    """SciPy's pcov from the final ``J^T J`` (inf, with SciPy's warning,
+    where it cannot be estimated)."""
+    pcov, full_rank = jax.device_get(_covariance(hessian, m))
+    pcov = np.asarray(pcov)
+    warn = not bool(full_rank) or np.isnan(pcov).any()
+    if not warn and not absolute_sigma:
+        if m > n:
+            pcov = pcov * (2 * cost / (m - n))
+        else:
+            warn = True
+    if warn:
+        pcov = np.full((n, n), np.inf)
+        warnings.warn(
+            "Covariance of the parameters could not be estimated",
+            OptimizeWarning,
+            stacklevel=3,
+        )
+    return pcov
