@@ -14,7 +14,7 @@ from jaxfit.curve_fit import (
     least_squares_solve,
     least_squares_solve_many,
 )
-from jaxfit.least_squares_streaming import LeastSquaresFitResult, fit_least_squares
+from jaxfit.least_squares.streamed import LeastSquaresFitResult, fit_least_squares
 from jaxfit.residuals import (
     jacobian_mode,
     make_batch,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import inspect
 import math
-import warnings
 from typing import Any, NamedTuple
 
 import jax
@@ -384,27 +383,3 @@ def describe(x: Any):
     """A hashable description of ``x``'s structure, shapes and dtypes."""
     leaves, tree = jax.tree.flatten(x)
     return tree, tuple((np.shape(a), np.result_type(a).str) for a in leaves)
-
-
-def covariance_as_scipy(out, n, m, absolute_sigma, method):
-    """``pcov`` scaled as SciPy's ``curve_fit``, warning when it cannot be.
-
-    A rank-deficient Jacobian gives ``inf`` for SciPy's 'lm' (MINPACK's R
-    cannot be inverted) and the pseudo-inverse for 'trf' and 'dogbox'.
-    """
-    pcov = np.asarray(out["pcov"])
-    singular = method == "lm" and not bool(out["full_rank"])
-    warn_cov = singular or np.isnan(pcov).any()
-    if not warn_cov and not absolute_sigma:
-        if m > n:
-            pcov = pcov * (2 * float(out["cost"]) / (m - n))
-        else:
-            warn_cov = True
-    if warn_cov:
-        warnings.warn(
-            "Covariance of the parameters could not be estimated",
-            OptimizeWarning,
-            stacklevel=4,
-        )
-        pcov = np.full((n, n), np.inf)
-    return pcov

@@ -1,6 +1,6 @@
 """A SciPy-compatible ``curve_fit`` on a device-side Levenberg-Marquardt loop.
 
-:func:`curve_fit` runs :func:`least_squares_solve` (``jaxfit._solve``: one
+:func:`curve_fit` runs :func:`least_squares_solve` (``jaxfit.least_squares.solve``: one
 ``lax.while_loop``, which also backs :func:`least_squares_solve_many`) with
 SciPy's argument handling, scoped float64, bounds (a smooth change of
 variables), padding of pointwise models to size buckets (one compiled
@@ -28,13 +28,14 @@ from jaxfit import residuals as _res
 from jaxfit._callables import CallableCache
 from jaxfit._host_fit import SlowPathWarning
 from jaxfit._scipy_compat import OptimizeWarning
-from jaxfit._solve import (
-    STATUS_MESSAGES,
+from jaxfit.least_squares import covariance as _cov
+from jaxfit.least_squares import normal_equations as _ne
+from jaxfit.least_squares.solve import (
     LeastSquaresSolution,
     least_squares_solve,
     least_squares_solve_many,
 )
-from jaxfit.transforms import least_squares as _ls
+from jaxfit.least_squares.status import NOT_FINITE_START, STATUS_MESSAGES
 
 # Re-exported: the solver's names, and the warnings curve_fit emits
 # (SciPy's OptimizeWarning class when SciPy is installed).
@@ -85,19 +86,6 @@ def _to_internal(p, lo, hi):
     return jnp.where(
         has_lo & has_hi, both, jnp.where(has_lo, lower, jnp.where(has_hi, upper, p))
     )
-
-
-def _covariance(R, m, n):
-    """SciPy's Moore-Penrose covariance ``(J^T J)^+`` and a rank flag.
-
-    From the SVD of ``R`` of a QR of ``J`` (the same singular values as
-    ``J``, in ``n x n``), with SciPy's relative cut-off.
-    """
-    _, s, vt = jnp.linalg.svd(R, full_matrices=False)
-    threshold = jnp.finfo(R.dtype).eps * jnp.maximum(m, n) * s[0]
-    keep = s > threshold
-    inv_s2 = jnp.where(keep, 1 / jnp.where(keep, s, 1.0) ** 2, 0.0)
-    return (vt.T * inv_s2) @ vt, jnp.all(keep)
 
 
 def _fit_impl(
@@ -157,13 +145,13 @@ def _fit_impl(
         R = jnp.linalg.qr(J, mode="r")
     else:  # TSQR: R of [R; J_block] block by block (the same singular values)
         R = jnp.zeros((popt.size, popt.size), popt.dtype)
-        blocks = _ls._row_blocks(batch, chunk_rows)
+        blocks = _ne.row_blocks(batch, chunk_rows)
         qr = lambda R, b: (
             jnp.linalg.qr(jnp.concatenate([R, residual_and_jac(b)[1]]), mode="r"),
             None,
         )
         R = jax.lax.scan(qr, R, blocks)[0]
-    pcov, full_rank = _covariance(R, m, popt.size)
+    pcov, full_rank = _cov.covariance_from_r(R, m)
     out = {
         "popt": popt,
         "pcov": pcov,
@@ -204,6 +192,11 @@ class CurveFitResult(NamedTuple):
     success: bool
     fun: np.ndarray
     jac: np.ndarray | None
+
+    @property
+    def params(self) -> np.ndarray:
+        """``popt`` under the name every jaxfit result uses."""
+        return self.popt
 
 
 # One compiled program per model (and jac), held weakly: dropping the model
@@ -248,7 +241,7 @@ def _solve(f, jac, info, x, y, extras, par, loss, f_scale, kwargs, with_fun):
 def _finish(out, par, m, absolute_sigma, full_output, return_result):
     """SciPy's errors, ``pcov`` and return value from the program's output."""
     status = int(out["status"])
-    if status == -2:
+    if status == NOT_FINITE_START:
         raise ValueError(
             "Residuals are not finite in the initial point. (`f(xdata, *p0)`, "
             "`ydata` or `sigma` has NaN or inf)"
@@ -257,7 +250,12 @@ def _finish(out, par, m, absolute_sigma, full_output, return_result):
         raise RuntimeError("Optimal parameters not found: " + STATUS_MESSAGES[status])
     popt = np.asarray(out["popt"])
     n = par.p0.size
-    pcov = _args.covariance_as_scipy(out, n, m, absolute_sigma, par.method)
+    # SciPy's 'lm' cannot invert a rank-deficient R (inf); 'trf' and
+    # 'dogbox' keep the pseudo-inverse.
+    full_rank = par.method != "lm" or bool(out["full_rank"])
+    pcov = _cov.scipy_pcov(
+        out["pcov"], full_rank, out["cost"], m, n, absolute_sigma, stacklevel=3
+    )
     if full_output:  # SciPy's keys, then jaxfit's
         info = {"nfev": int(out["nfev"]), "fvec": np.asarray(out["fun"])}
         info.update(njev=int(out["njev"]), cost=float(out["cost"]), jac=out["jac"])

@@ -50,7 +50,7 @@ KNOWN_FAILURES: dict[str, str] = {}
 # Cases where SciPy's defaults stall and jaxfit's reach the optimum today.
 # BoxBOD start1: SciPy's lm, like jaxfit's before its per-parameter step
 # cap, takes a first step that sends b2 from 1 to ~100, onto the plateau
-# where exp(-b2 x) ~ 0 (see jaxfit.transforms.least_squares.step_too_large).
+# where exp(-b2 x) ~ 0 (see jaxfit.least_squares.step_too_large).
 BEYOND_SCIPY = {
     ("MGH09", "start1"),
     ("Bennett5 (exact)", "start1"),

@@ -378,24 +378,24 @@ def test_break_ties_moves_only_tied_columns_and_within_the_null_space():
     # Columns 0, 2, 4 identical; 3 = -2 * column 1; column 5 unused; 6 free.
     J = base[:, [0, 1, 0, 1, 0, 2, 2]] * np.array([1, 1, 1, -2, 1, 0, 1])
     step = jnp.asarray(rng.normal(size=7))
-    moved = jaxfit.transforms.least_squares.break_ties(step, jnp.asarray(J.T @ J))
+    moved = jaxfit.least_squares.break_ties(step, jnp.asarray(J.T @ J))
     move = np.asarray(moved - step)
     assert np.all(move[[1, 3]] != 0) and np.all(move[[5, 6]] == 0)
     assert len(set(move[[0, 2, 4]])) == 3  # the three copies all separate
     np.testing.assert_allclose(J @ move, 0.0, atol=1e-15)
     assert np.abs(move).max() < 1e-7 * np.abs(np.asarray(step)).max()
-    again = jaxfit.transforms.least_squares.break_ties(step, jnp.asarray(J.T @ J))
+    again = jaxfit.least_squares.break_ties(step, jnp.asarray(J.T @ J))
     np.testing.assert_array_equal(moved, again)  # deterministic
     # At a stationary point (a zero step) nothing moves.
     zero = jnp.zeros(7)
     np.testing.assert_array_equal(
-        jaxfit.transforms.least_squares.break_ties(zero, jnp.asarray(J.T @ J)), zero
+        jaxfit.least_squares.break_ties(zero, jnp.asarray(J.T @ J)), zero
     )
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
 def test_step_too_large_caps_each_parameter_at_ten_times_its_size(dtype):
-    too_large = jaxfit.transforms.least_squares.step_too_large
+    too_large = jaxfit.least_squares.step_too_large
     x = jnp.asarray([1.0, 1.0], dtype)
     # BoxBOD's first step from (1, 1) sends b2 to ~100: rejected.
     assert bool(too_large(jnp.asarray([50.0, 103.0], dtype), x))
@@ -436,7 +436,7 @@ def test_break_ties_returns_a_full_rank_step_bit_for_bit(dtype):
         J = jnp.asarray(rng.normal(size=(30, n)), dtype)
         J = J.at[:, -1].set(J[:, 0] + 1e-2 * J[:, -1])  # ill-conditioned, not tied
         step = jnp.asarray(rng.normal(size=n), dtype)
-        out = jaxfit.transforms.least_squares.break_ties(step, J.T @ J)
+        out = jaxfit.least_squares.break_ties(step, J.T @ J)
         assert out.dtype == dtype
         np.testing.assert_array_equal(out, step)
 
@@ -461,7 +461,90 @@ def test_full_rank_fits_are_unchanged_by_tie_breaking(monkeypatch):
 
     with_ties = run()
     monkeypatch.setattr(
-        jaxfit.transforms.least_squares, "break_ties", lambda step, hessian: step
+        jaxfit.least_squares.steps, "break_ties", lambda step, hessian: step
     )
     without = run()
     jax.tree.map(np.testing.assert_array_equal, with_ties, without)
+
+
+# --- one engine, every driver: Gauss-Newton and the status table -------------
+
+_EXP_X = np.linspace(0.0, 10.0, 30)
+_EXP_Y = np.exp(0.5 * _EXP_X)
+
+
+def _exp_residual(p, b):
+    return jnp.exp(p[0] * b[0]) - b[1]
+
+
+@pytest.mark.parametrize("p0", [0.4, 3.0])
+def test_gauss_newton_runs_in_the_loop_and_the_streamed_driver_alike(p0):
+    data = (_EXP_X, _EXP_Y)
+    solved = jaxfit.least_squares_solve(
+        _exp_residual, jnp.array([p0]), data, method="gn"
+    )
+    streamed = jaxfit.fit_least_squares(
+        _exp_residual, jnp.array([p0]), data, batch_size=10, method="gn",
+        progress=False,
+    )  # fmt: skip
+    lm = jaxfit.least_squares_solve(_exp_residual, jnp.array([p0]), data)
+    np.testing.assert_allclose(solved.params, [0.5], rtol=1e-6)
+    np.testing.assert_allclose(streamed.params, solved.params, rtol=1e-6)
+    assert int(solved.status) > 0 and streamed.status > 0
+    # The same engine counts the same passes in both drivers.
+    assert int(solved.nfev) == streamed.nfev
+    # Undamped steps: fewer evaluations than LM's from a far start.
+    assert int(solved.nfev) < int(lm.nfev)
+
+
+def test_a_diverging_gauss_newton_step_stops_at_the_last_finite_point():
+    data = (_EXP_X, _EXP_Y)
+    p0 = jnp.array([-10.0])  # J ~ 0: the step overflows exp, float64 too
+    solved = jaxfit.least_squares_solve(_exp_residual, p0, data, method="gn")
+    streamed = jaxfit.fit_least_squares(
+        _exp_residual, p0, data, batch_size=10, method="gn", progress=False
+    )
+    messages = jaxfit.least_squares.STATUS_MESSAGES
+    assert int(solved.status) == streamed.status == -3
+    assert streamed.message == messages[-3] == solved.message
+    np.testing.assert_array_equal(solved.params, p0)
+    np.testing.assert_array_equal(streamed.params, p0)
+    assert np.isfinite(float(solved.cost)) and np.isfinite(streamed.cost)
+    # LM from the same start reaches the optimum.
+    lm = jaxfit.least_squares_solve(_exp_residual, p0, data)
+    np.testing.assert_allclose(lm.params, [0.5], rtol=1e-6)
+
+
+def test_gauss_newton_many_equals_one_at_a_time():
+    ys = np.stack([_EXP_Y, np.exp(0.3 * _EXP_X)])
+    many = jaxfit.least_squares_solve_many(
+        _exp_residual, jnp.full((2, 1), 0.4), (np.stack([_EXP_X] * 2), ys),
+        method="gn",
+    )  # fmt: skip
+    for i, y in enumerate(ys):
+        one = jaxfit.least_squares_solve(
+            _exp_residual, jnp.array([0.4]), (_EXP_X, y), method="gn"
+        )
+        np.testing.assert_allclose(many.params[i], one.params, rtol=1e-6)
+        assert int(many.nfev[i]) == int(one.nfev)
+
+
+def test_every_result_speaks_one_vocabulary():
+    x = np.linspace(0.0, 1.0, 20)
+    y = 2.0 * np.exp(-1.5 * x)
+    f = lambda x, a, k: a * jnp.exp(k * x)
+    fitted = jaxfit.curve_fit(f, x, y, p0=[1.0, 0.0], return_result=True)
+    solved = jaxfit.least_squares_solve(
+        jaxfit.model_residual(f), jnp.array([1.0, 0.0]), {"x": x, "y": y}
+    )
+    streamed = jaxfit.fit_least_squares(
+        lambda p, b: f(b[0], *p) - b[1], jnp.array([1.0, 0.0]), (x, y),
+        batch_size=5, progress=False,
+    )  # fmt: skip
+    messages = jaxfit.least_squares.STATUS_MESSAGES
+    for result in (fitted, solved, streamed):
+        for name in ("params", "cost", "nfev", "njev", "status", "message"):
+            assert hasattr(result, name), (type(result).__name__, name)
+        assert result.message == messages[int(result.status)]
+        np.testing.assert_allclose(np.asarray(result.params), [2.0, -1.5], rtol=1e-4)
+    np.testing.assert_array_equal(fitted.params, fitted.popt)

@@ -6,7 +6,8 @@ same keyword a line search's ``value_fn(params, batch=...)`` consumes); other
 extra arguments (``value``, ``grad``, ``value_fn``) are ignored. The incoming
 ``updates`` (usually a gradient) are ignored too: the step comes from the
 residuals. Params may be any pytree; they are flattened internally with
-``ravel_pytree``.
+``ravel_pytree``. The step rules and normal equations are the engine's
+(:mod:`jaxfit.least_squares`); these are its Optax-protocol drivers.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from jaxfit import _checks
-from jaxfit import residuals as _res
+from jaxfit.least_squares import normal_equations as _ne
+from jaxfit.least_squares import steps as _steps
 
 
 class ScaleByGaussNewtonState(NamedTuple):
@@ -76,323 +78,6 @@ class ScaleByLevenbergMarquardtState(NamedTuple):
     valid: jax.Array
 
 
-def _checked_options(loss, f_scale, jacobian_mode, jac, chunk_rows=None):
-    _res._check_loss(loss)
-    if chunk_rows is not None:
-        _checks.positive_int("chunk_rows", chunk_rows)
-        if jacobian_mode == "matrix_free":
-            raise ValueError("`chunk_rows` needs a dense Jacobian, not matrix_free")
-    _checks.positive("f_scale", f_scale)
-    if jacobian_mode not in _res.JACOBIAN_MODES:
-        raise ValueError(
-            f"`jacobian_mode` must be one of {_res.JACOBIAN_MODES!r}, "
-            f"got {jacobian_mode!r}"
-        )
-    if jac is not None and not callable(jac):
-        raise ValueError(f"`jac` must be None or callable, got {jac!r}")
-    if jac is not None and jacobian_mode == "matrix_free":
-        raise ValueError("`jac` (a dense Jacobian) cannot be used with matrix_free")
-
-
-def _flat_problem(residual_fn, params, batch):
-    flat, unravel = ravel_pytree(params)
-    return flat, unravel, _flat_fn(residual_fn, unravel, batch)
-
-
-def _flat_fn(residual_fn, unravel, batch):
-    return lambda x: jnp.ravel(residual_fn(unravel(x), batch)).astype(x.dtype)
-
-
-def _row_blocks(batch, chunk_rows):
-    """``batch`` with every leaf's leading axis split into blocks of rows."""
-
-    def split(a):
-        a = jnp.asarray(a)
-        if a.ndim == 0 or a.shape[0] % chunk_rows:
-            raise ValueError(
-                f"`chunk_rows`={chunk_rows} must divide the leading axis of every "
-                f"batch leaf, got a leaf of shape {a.shape}"
-            )
-        return a.reshape(a.shape[0] // chunk_rows, chunk_rows, *a.shape[1:])
-
-    return jax.tree.map(split, batch)
-
-
-def blockwise_sum(fn: Callable, batch: Any, chunk_rows: int | None) -> Any:
-    """``fn(batch)``, or with ``chunk_rows`` the sum of ``fn`` over row blocks.
-
-    The blocks run in a ``lax.scan``, so only one block's intermediates
-    (e.g. its ``chunk_rows x n`` Jacobian) are alive at a time. Valid when
-    ``fn`` is a sum over rows, each depending only on the same batch row.
-    """
-    if chunk_rows is None:
-        return fn(batch)
-    blocks = _row_blocks(batch, chunk_rows)
-    first = jax.tree.map(lambda a: a[0], blocks)
-    zero = jax.tree.map(
-        lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(fn, first)
-    )
-    add = lambda acc, block: (jax.tree.map(jnp.add, acc, fn(block)), None)
-    return jax.lax.scan(add, zero, blocks)[0]
-
-
-def _mode_for(flat, r_shape_fn, jacobian_mode, jac, chunked=False):
-    if jac is not None:
-        return "user"
-    if jacobian_mode != "auto":
-        return jacobian_mode
-    m = jax.eval_shape(r_shape_fn, flat).shape[0]
-    mode = _res.jacobian_mode(flat.size, m, "auto", flat.dtype.itemsize)
-    # A block's dense Jacobian is small by construction.
-    return "reverse" if chunked and mode == "matrix_free" else mode
-
-
-def _dense_normal_equations(residual_fn, params, batch, opts, chunk_rows):
-    """``(cost, J^T J, J^T r, column_norms2)`` summed over row blocks of
-    ``batch`` (see :func:`_normal_equations`)."""
-    jacobian_mode, jac, loss, f_scale = opts
-    flat, unravel = ravel_pytree(params)
-    first = (
-        batch
-        if chunk_rows is None
-        else jax.tree.map(lambda a: a[0], _row_blocks(batch, chunk_rows))
-    )
-    mode = _mode_for(
-        flat,
-        _flat_fn(residual_fn, unravel, first),
-        jacobian_mode,
-        jac,
-        chunked=chunk_rows is not None,
-    )
-
-    def block(b):
-        fn = _flat_fn(residual_fn, unravel, b)
-        return _normal_equations(fn, flat, mode, jac, unravel, b, loss, f_scale)
-
-    return blockwise_sum(block, batch, chunk_rows)
-
-
-def _cost_at(residual_fn, unravel, flat, batch, loss, f_scale, chunk_rows):
-    cost = lambda b: _res.robust_cost(
-        _flat_fn(residual_fn, unravel, b)(flat), loss, f_scale
-    )
-    return blockwise_sum(cost, batch, chunk_rows)
-
-
-def _normal_equations(flat_fn, flat, mode, jac, unravel, batch, loss, f_scale):
-    """``(cost, J^T J, J^T r, column_norms2)`` of the (robustly reweighted)
-    residuals; ``column_norms2`` is ``diag(J^T J)`` of the residuals' own
-    Jacobian, before the robust reweighting (Marquardt's scale: see
-    :func:`marquardt_scale`)."""
-    if mode == "user":
-        r = flat_fn(flat)
-        J = jnp.asarray(jac(unravel(flat), batch), flat.dtype).reshape(r.size, -1)
-    else:
-        r, J = _res.residual_and_jacobian(flat_fn, flat, mode)
-    # Materialise r and J once: otherwise XLA refuses the model into each of
-    # the n(n+1)/2 + n reductions below (under vmap, 1.4x slower per step).
-    r, J = jax.lax.optimization_barrier((r, J))
-    cost = _res.robust_cost(r, loss, f_scale)
-    if loss == "linear":  # the rows of a linear loss are all ones
-        A, g = _gram(J, r)
-        return cost, A, g, jnp.diag(A)
-    column_norms2 = jnp.sum(J * J, axis=0)
-    r, row = _res.robust_scaling(r, loss, f_scale)
-    return cost, *_gram(J * row[:, None], r), column_norms2
-
-
-# Up to this many params, J^T J is n(n+1)/2 column products summed (reductions
-# XLA fuses with the Jacobian's producer: ~2x faster than a tall-skinny matmul
-# at 1e6 points, and elementwise under vmap instead of many tiny matmuls).
-_SMALL_N = 8
-
-
-def _gram(J, r):
-    """``(J^T J, J^T r)``."""
-    n = J.shape[1]
-    if n > _SMALL_N:
-        return J.T @ J, J.T @ r
-    cols = [J[:, i] for i in range(n)]
-    rows = [[None] * n for _ in range(n)]
-    for i in range(n):
-        for j in range(i + 1):
-            rows[i][j] = rows[j][i] = jnp.sum(cols[i] * cols[j])
-    A = jnp.stack([jnp.stack(row) for row in rows])
-    return A, jnp.stack([jnp.sum(c * r) for c in cols])
-
-
-# Up to this many params the SPD solve is an unrolled Cholesky. Its size
-# grows as n^3: at n = 8 it added ~0.9 s to XLA's compile of a curve_fit,
-# while LAPACK's per-matrix calls under vmap cost ~15% of a batched fit.
-_UNROLLED_SOLVE_N = 4
-
-
-def _spd_solve(A, b):
-    """Solves ``A x = b`` for a symmetric positive definite ``A``.
-
-    For small ``n`` an unrolled Cholesky: a few dozen scalar operations that
-    vmap turns into elementwise ones over the batch, instead of one LAPACK
-    call per matrix (LM's damped ``J^T J`` is SPD; if rounding makes it not,
-    the step is NaN and LM rejects it and raises the damping).
-    """
-    n = b.shape[0]
-    if n > _UNROLLED_SOLVE_N:
-        return jax.scipy.linalg.cho_solve(jax.scipy.linalg.cho_factor(A), b)
-    L = [[None] * n for _ in range(n)]
-    for j in range(n):
-        d = A[j, j] - sum(L[j][k] * L[j][k] for k in range(j))
-        L[j][j] = jnp.sqrt(d)
-        for i in range(j + 1, n):
-            L[i][j] = (A[i, j] - sum(L[i][k] * L[j][k] for k in range(j))) / L[j][j]
-    y = [None] * n
-    for i in range(n):
-        y[i] = (b[i] - sum(L[i][k] * y[k] for k in range(i))) / L[i][i]
-    x = [None] * n
-    for i in reversed(range(n)):
-        x[i] = (y[i] - sum(L[k][i] * x[k] for k in range(i + 1, n))) / L[i][i]
-    return jnp.stack(x)
-
-
-def marquardt_scale(scale: jax.Array, column_norms2: jax.Array) -> jax.Array:
-    """Marquardt's diagonal ``D``: the running maximum of ``diag(J^T J)``.
-
-    ``column_norms2`` is that diagonal for the residuals' own Jacobian, not
-    the robustly reweighted one: a robust loss scales each row by
-    ``sqrt(max(rho' + 2 rho'' z, eps))``, which is ``sqrt(eps)`` for every
-    residual beyond ``f_scale`` under ``cauchy`` or ``arctan``. Started far
-    from the optimum, all rows can be such outliers; a ``D`` ~1e-15 then
-    made the damping grow by ~1e16 before the first step was accepted, and
-    once inliers brought ``D`` back to O(1) that damping froze the fit.
-    A zero column (a parameter the residuals ignore) keeps unit scale.
-    """
-    scale = jnp.maximum(scale, column_norms2)
-    return jnp.where(scale > 0, scale, 1.0)
-
-
-def damped_step(hessian, gradient, damping, scale) -> jax.Array:
-    """The Levenberg-Marquardt step: solves ``(J^T J + lambda D) d = -J^T r``."""
-    return _spd_solve(hessian + jnp.diag(damping * scale), -gradient)
-
-
-def gauss_newton_step(hessian, gradient) -> jax.Array:
-    """The minimum-norm Gauss-Newton step ``-(J^T J)^+ J^T r``."""
-    return -jnp.linalg.pinv(hessian, hermitian=True) @ gradient
-
-
-def break_ties(step: jax.Array, hessian: jax.Array) -> jax.Array:
-    """``step`` plus a tiny move that separates parameters with tied columns.
-
-    A model with interchangeable terms (``a e^{-bx} + c e^{-dx}`` from
-    ``a = c``, ``b = d``) has identical Jacobian columns on its symmetric
-    subspace, and ``J^T r`` is symmetric there too, so every exact step (LM,
-    Gauss-Newton) keeps the symmetry: the fit ends at a saddle, the optimum
-    of a model with one term fewer. SciPy escapes only through the rounding
-    of its finite differences. Here, where two columns of ``J`` are parallel
-    to within rounding (``|cos| >= 1 - 16 eps`` from ``hessian = J^T J``),
-    the step gets a move of relative size ``sqrt(eps)`` inside the null space
-    of ``J`` that separates every tied column: ``J`` times the move is zero,
-    so the linear model, and the step's predicted reduction, are unchanged
-    to first order, while LM's own dynamics amplify the asymmetry once the
-    columns differ. The move is deterministic (index-dependent weights) and
-    zero for a zero ``step`` (a stationary point). Without ties ``step`` is
-    returned as is (bit for bit).
-
-    Args:
-      step: the step ``d`` for the flat params.
-      hessian: ``J^T J`` (possibly robustly reweighted) at the same point.
-
-    Returns:
-      ``d`` plus the move (``d`` itself where no columns are tied).
-
-    Example:
-      >>> import jax.numpy as jnp, jaxfit
-      >>> J = jnp.array([[1.0, 1.0, 0.0], [2.0, 2.0, 1.0]])  # columns 0, 1 tied
-      >>> step = jaxfit.transforms.least_squares.break_ties(
-      ...     jnp.array([1.0, 1.0, 1.0]), J.T @ J)
-      >>> bool(step[0] != step[1]), float(step[2]), float((J @ step)[0])
-      (True, 1.0, 2.0)
-    """
-    n = step.shape[0]
-    eps = jnp.finfo(hessian.dtype).eps
-    # A strided diagonal and sums, not jnp.diag and a matvec: fewer kernels
-    # in the LM loop body (XLA compile time of a first curve_fit).
-    norm = jnp.sqrt(hessian.reshape(-1)[:: n + 1])
-    norm = jnp.where(norm > 0, norm, 1.0)  # a zero column ties with nothing
-    cos = hessian / (norm[:, None] * norm[None, :])
-    sign = jnp.where(jnp.abs(cos) >= 1 - 16 * eps, jnp.sign(cos), 0.0)
-    count = jnp.sum(jnp.abs(sign), axis=1)  # a live column ties with itself
-    tied = count > 1
-    # Distinct weights minus their signed mean over each group of tied
-    # columns, in units where every column has norm 1: J @ move = 0.
-    w = jnp.arange(n, dtype=hessian.dtype)
-    move = jnp.where(tied, w - jnp.sum(sign * w, axis=1) / jnp.maximum(count, 1), 0)
-    # Tied, some |move| >= 1/2; the largest becomes sqrt(eps) of the step.
-    size = jnp.sqrt(eps) * jnp.max(jnp.abs(norm * step))
-    size = size / jnp.maximum(jnp.max(jnp.abs(move)), 0.5)
-    return jnp.where(tied, step + (size * move / norm).astype(step.dtype), step)
-
-
-def step_too_large(step: jax.Array, x: jax.Array) -> jax.Array:
-    """Whether a trial step moves some parameter by over ~10x its size.
-
-    True where ``|d_i| > 10 (|x_i| + ||x||_inf)`` for some ``i`` (never at
-    ``x = 0``: there is no size to compare with). LM rejects such a step and
-    raises the damping, as for a step that fails to reduce the cost. A
-    nearly undamped first step can otherwise throw a parameter orders of
-    magnitude away, onto a plateau where the model no longer depends on it
-    (NIST BoxBOD from ``(1, 1)``: ``b2`` to ~100, where ``exp(-b2 x) ~ 0``),
-    and the fit stalls there although the step reduced the cost. The
-    ``||x||_inf`` term lets a parameter started at zero move as far as the
-    largest parameter's size, so fits from such starts keep their steps.
-
-    Example:
-      >>> import jax.numpy as jnp, jaxfit
-      >>> too_large = jaxfit.transforms.least_squares.step_too_large
-      >>> x = jnp.array([1.0, 1.0])
-      >>> bool(too_large(jnp.array([0.0, 103.0]), x)), bool(too_large(-x, x))
-      (True, False)
-    """
-    size = jnp.abs(x) + jnp.max(jnp.abs(x), initial=0.0)
-    return jnp.any((jnp.abs(step) > 10 * size) & (size > 0))
-
-
-def gain_ratio(cost, new_cost, step, gradient, damping, scale):
-    """``(actual, predicted, ratio)`` cost reductions of a damped step.
-
-    ``ratio`` is ``-inf`` where the model predicts no reduction or the new
-    cost is not finite, so such a step is always rejected.
-    """
-    actual = cost - new_cost
-    predicted = 0.5 * jnp.dot(step, damping * scale * step - gradient)
-    ratio = jnp.where(predicted > 0, actual / predicted, -jnp.inf)
-    ratio = jnp.where(jnp.isfinite(new_cost), ratio, -jnp.inf)
-    return actual, predicted, ratio
-
-
-def nielsen_update(ratio, damping, nu):
-    """Nielsen's (1999) damping update: ``(accepted, damping, nu)``.
-
-    An accepted step (``ratio > 0``) shrinks ``lambda`` by
-    ``max(1/3, 1 - (2 rho - 1)**3)`` and resets ``nu`` to 2; a rejected one
-    multiplies ``lambda`` by ``nu`` and doubles ``nu``.
-    """
-    accepted = ratio > 0
-    shrink = jnp.maximum(1 / 3, 1 - (2 * ratio - 1) ** 3)
-    new_damping = jnp.where(accepted, damping * shrink, damping * nu)
-    # Capped so that endless rejections at a minimum never make inf * 0.
-    new_damping = jnp.minimum(new_damping, 1e30)
-    new_nu = jnp.where(accepted, 2.0, 2 * nu)
-    return accepted, new_damping, new_nu
-
-
-def _matrix_free(flat_fn, flat, loss, f_scale):
-    """``(cost, v -> J^T J v, J^T r)`` without forming ``J``."""
-    r, jvp_fn, vjp_fn = _res.normal_matvec(flat_fn, flat)
-    cost = _res.robust_cost(r, loss, f_scale)
-    r_s, row = _res.robust_scaling(r, loss, f_scale)
-    return cost, lambda v: vjp_fn(row**2 * jvp_fn(v)), vjp_fn(row * r_s)
-
-
 def scale_by_gauss_newton(
     residual_fn: Callable[[Any, Any], jax.Array],
     *,
@@ -443,7 +128,7 @@ def scale_by_gauss_newton(
       >>> updates['a']
       Array(2., dtype=float32)
     """
-    _checked_options(loss, f_scale, jacobian_mode, jac, chunk_rows)
+    _ne.check_options(loss, f_scale, jacobian_mode, jac, chunk_rows)
     opts = (jacobian_mode, jac, loss, f_scale)
 
     def init_fn(params):
@@ -456,16 +141,18 @@ def scale_by_gauss_newton(
         del updates, extra_args
         if params is None:
             raise ValueError("scale_by_gauss_newton needs `params` in update")
-        flat, unravel, flat_fn = _flat_problem(residual_fn, params, batch)
-        mode = "dense" if chunk_rows else _mode_for(flat, flat_fn, jacobian_mode, jac)
+        flat, unravel, flat_fn = _ne.flat_problem(residual_fn, params, batch)
+        mode = (
+            "dense" if chunk_rows else _ne.mode_for(flat, flat_fn, jacobian_mode, jac)
+        )
         if mode == "matrix_free":
-            cost, matvec, g = _matrix_free(flat_fn, flat, loss, f_scale)
+            cost, matvec, g = _ne.matrix_free(flat_fn, flat, loss, f_scale)
             step, _ = jax.scipy.sparse.linalg.cg(matvec, -g, maxiter=4 * flat.size)
         else:
-            cost, A, g, _ = _dense_normal_equations(
+            cost, A, g, _ = _ne.dense_normal_equations(
                 residual_fn, params, batch, opts, chunk_rows
             )
-            step = break_ties(gauss_newton_step(A, g), A)
+            step = _steps.gn_proposal(A, g)
         new_state = ScaleByGaussNewtonState(
             count=optax.safe_increment(state.count),
             cost=cost.astype(flat.dtype),
@@ -532,7 +219,40 @@ def scale_by_levenberg_marquardt(
       >>> round(float(params['a']), 4), round(float(params['k']), 4)
       (2.0, -1.5)
     """
-    _checked_options(loss, f_scale, jacobian_mode, jac, chunk_rows)
+    return damped_least_squares(
+        residual_fn,
+        method="lm",
+        init_damping=init_damping,
+        loss=loss,
+        f_scale=f_scale,
+        jacobian_mode=jacobian_mode,
+        jac=jac,
+        chunk_rows=chunk_rows,
+    )
+
+
+def damped_least_squares(
+    residual_fn: Callable[[Any, Any], jax.Array],
+    *,
+    method: str = "lm",
+    init_damping: float = 1e-3,
+    loss: str = "linear",
+    f_scale: float = 1.0,
+    jacobian_mode: str = "auto",
+    jac: Callable | None = None,
+    chunk_rows: int | None = None,
+) -> optax.GradientTransformationExtraArgs:
+    """The trial-and-judge transformation behind LM, for either method.
+
+    ``method="lm"`` is :func:`scale_by_levenberg_marquardt`. ``"gn"`` takes
+    the Gauss-Newton step instead and accepts it whenever the new cost is
+    finite, with the same state and diagnostics (actual and predicted
+    reductions, ``nfev``): what the on-device loop of
+    :func:`jaxfit.least_squares_solve` drives for either method.
+    """
+    if method not in _steps.METHODS:
+        raise ValueError(f"`method` must be one of {_steps.METHODS!r}, got {method!r}")
+    _ne.check_options(loss, f_scale, jacobian_mode, jac, chunk_rows)
     opts = (jacobian_mode, jac, loss, f_scale)
     _checks.positive("init_damping", init_damping)
 
@@ -568,18 +288,20 @@ def scale_by_levenberg_marquardt(
         del updates, extra_args
         if params is None:
             raise ValueError("scale_by_levenberg_marquardt needs `params` in update")
-        flat, unravel, flat_fn = _flat_problem(residual_fn, params, batch)
+        flat, unravel, flat_fn = _ne.flat_problem(residual_fn, params, batch)
         dtype = flat.dtype
-        mode = "dense" if chunk_rows else _mode_for(flat, flat_fn, jacobian_mode, jac)
+        mode = (
+            "dense" if chunk_rows else _ne.mode_for(flat, flat_fn, jacobian_mode, jac)
+        )
         if mode == "matrix_free":
-            cost, normal_matvec, g = _matrix_free(flat_fn, flat, loss, f_scale)
+            cost, normal_matvec, g = _ne.matrix_free(flat_fn, flat, loss, f_scale)
             scale = jnp.ones_like(flat)
             fresh = jnp.ones([], bool)
         else:
             reuse = state.valid & jnp.all(flat == state.base)
 
             def compute(_):
-                return _dense_normal_equations(
+                return _ne.dense_normal_equations(
                     residual_fn, params, batch, opts, chunk_rows
                 )
 
@@ -588,22 +310,26 @@ def scale_by_levenberg_marquardt(
             cost, A, g, column_norms2 = jax.lax.cond(reuse, cached, compute, None)
             cost = cost.astype(dtype)
             fresh = ~reuse
-            scale = marquardt_scale(state.scale, column_norms2)
             normal_matvec = lambda v: A @ v
         damping = state.damping
-
         if mode == "matrix_free":
-            damped = lambda v: normal_matvec(v) + damping * scale * v
+            # Gauss-Newton: no damping term (CG gives a least-norm step).
+            shift = damping * scale if method == "lm" else 0.0
+            damped = lambda v: normal_matvec(v) + shift * v
             step, _ = jax.scipy.sparse.linalg.cg(damped, -g, maxiter=4 * flat.size)
+        elif method == "lm":
+            step, scale = _steps.lm_proposal(A, g, damping, state.scale, column_norms2)
         else:
-            step = break_ties(damped_step(A, g, damping, scale), A)
+            step = _steps.gn_proposal(A, g)
+            scale = _steps.marquardt_scale(state.scale, column_norms2)
         step = step.astype(dtype)
-        new_cost = _cost_at(
+        new_cost = _ne.cost_at(
             residual_fn, unravel, flat + step, batch, loss, f_scale, chunk_rows
         ).astype(dtype)
-        actual, predicted, ratio = gain_ratio(cost, new_cost, step, g, damping, scale)
-        ratio = jnp.where(step_too_large(step, flat), -jnp.inf, ratio)
-        accepted, new_damping, new_nu = nielsen_update(ratio, damping, state.nu)
+        judge = _steps.lm_judgement if method == "lm" else _steps.gn_judgement
+        actual, predicted, ratio, accepted, new_damping, new_nu = judge(
+            cost, new_cost, step, g, damping, scale, state.nu, flat
+        )
         new_nu = new_nu.astype(dtype)
         # A first call counts the residual evaluated with the Jacobian.
         nfev = state.nfev + 1 + jnp.where(state.valid, 0, 1).astype(jnp.int32)

@@ -1,9 +1,10 @@
-"""The device-side Levenberg-Marquardt loop behind ``curve_fit``.
+"""The on-device loop driver behind ``curve_fit``.
 
-:func:`least_squares_solve` is one ``lax.while_loop`` that applies
-:func:`jaxfit.scale_by_levenberg_marquardt`'s update until SciPy's
-``ftol``/``xtol``/``gtol`` tests or ``max_nfev`` stop it: a pure JAX function
-that jits and vmaps over many independent datasets.
+:func:`least_squares_solve` is one ``lax.while_loop`` that applies the
+engine's trial-and-judge transformation (Levenberg-Marquardt, or
+Gauss-Newton) until SciPy's ``ftol``/``xtol``/``gtol`` tests or ``max_nfev``
+stop it: a pure JAX function that jits and vmaps over many independent
+datasets.
 :func:`least_squares_solve_many` runs many such fits in compacted rounds.
 """
 
@@ -20,18 +21,11 @@ from jax.flatten_util import ravel_pytree
 
 from jaxfit import _checks
 from jaxfit._callables import CallableCache
+from jaxfit.least_squares import status as _status
 from jaxfit.transforms.combine import apply_updates
-from jaxfit.transforms.least_squares import scale_by_levenberg_marquardt
+from jaxfit.transforms.least_squares import damped_least_squares
 
-_RUNNING = -10
-STATUS_MESSAGES = {
-    -2: "The residuals are not finite at the initial point.",
-    0: "The maximum number of function evaluations is exceeded.",
-    1: "`gtol` termination condition is satisfied.",
-    2: "`ftol` termination condition is satisfied.",
-    3: "`xtol` termination condition is satisfied.",
-    4: "Both `ftol` and `xtol` termination conditions are satisfied.",
-}
+_RUNNING = _status.RUNNING
 
 
 class LeastSquaresSolution(NamedTuple):
@@ -39,7 +33,9 @@ class LeastSquaresSolution(NamedTuple):
 
     ``status`` follows SciPy's ``least_squares``: 0 ``max_nfev`` reached,
     1 ``gtol``, 2 ``ftol``, 3 ``xtol``, 4 ``ftol`` and ``xtol``; -2 the
-    residuals are not finite at the start.
+    residuals are not finite at the start, -3 a Gauss-Newton step made them
+    non-finite (the params are the last finite point); see
+    ``jaxfit.least_squares.STATUS_MESSAGES``.
     """
 
     params: Any
@@ -49,6 +45,14 @@ class LeastSquaresSolution(NamedTuple):
     njev: jax.Array
     status: jax.Array
     iterations: jax.Array
+
+    @property
+    def message(self) -> str | list[str]:
+        """``status`` in words (a list for a batch of fits); read on the host."""
+        status = np.asarray(self.status)
+        if status.ndim == 0:
+            return _status.STATUS_MESSAGES[int(status)]
+        return [_status.STATUS_MESSAGES[int(s)] for s in status.ravel()]
 
 
 def least_squares_solve(
@@ -66,6 +70,7 @@ def least_squares_solve(
     jacobian_mode: str = "auto",
     jac: Callable | None = None,
     chunk_rows: int | None = None,
+    method: str = "lm",
 ) -> LeastSquaresSolution:
     """Minimises the robust cost of ``residual_fn`` in one ``lax.while_loop``.
 
@@ -87,6 +92,9 @@ def least_squares_solve(
         SciPy's budget with an exact Jacobian.
       init_damping, jacobian_mode, jac, chunk_rows: as
         :func:`jaxfit.scale_by_levenberg_marquardt`.
+      method: ``"lm"`` (Levenberg-Marquardt) or ``"gn"`` (undamped
+        Gauss-Newton: every step with a finite cost is taken, so it may
+        climb; fast on well-posed problems started near the optimum).
 
     Returns:
       A :class:`LeastSquaresSolution`.
@@ -106,6 +114,7 @@ def least_squares_solve(
         residual_fn,
         params0,
         (ftol, xtol, gtol, max_nfev),
+        method=method,
         init_damping=init_damping,
         loss=loss,
         f_scale=f_scale,
@@ -124,10 +133,10 @@ class _Carry(NamedTuple):
 
 
 def _lm_solver(residual_fn, params0, tolerances, **lm_options):
-    """The LM transformation and the status it gives a finished iteration.
+    """The transformation and the status it gives a finished iteration.
 
     ``tolerances`` is ``(ftol, xtol, gtol, max_nfev)``; ``lm_options`` go to
-    :func:`jaxfit.scale_by_levenberg_marquardt`.
+    :func:`jaxfit.transforms.least_squares.damped_least_squares`.
     """
     if not callable(residual_fn):
         raise ValueError(f"`residual_fn` must be callable, got {residual_fn!r}")
@@ -138,32 +147,25 @@ def _lm_solver(residual_fn, params0, tolerances, **lm_options):
         # SciPy's budget with an exact Jacobian (MINPACK lmder): jaxfit's is
         # autodiff, so it is not charged n evaluations as finite differences.
         max_nfev = 100 * (ravel_pytree(params0)[0].size + 1)
-    tx = scale_by_levenberg_marquardt(residual_fn, **lm_options)
+    tx = damped_least_squares(residual_fn, **lm_options)
+    gauss_newton = lm_options.get("method") == "gn"
 
     def stop_status(params, state):
         base_cost = jnp.where(
             state.accepted, state.cost + state.actual_reduction, state.cost
         )
-        x_norm = jnp.linalg.norm(ravel_pytree(params)[0])
-        f_ok = (
-            (jnp.abs(state.actual_reduction) <= ftol * base_cost)
-            & (state.predicted_reduction <= ftol * base_cost)
-            & (state.ratio <= 2)
+        judgement = (state.actual_reduction, state.predicted_reduction, state.ratio)
+        status = _status.stop_status(
+            judgement,
+            base_cost,
+            state.step_norm,
+            jnp.linalg.norm(ravel_pytree(params)[0]),
+            state.grad_norm,
+            (ftol, xtol, gtol),
+            diverged=gauss_newton & ~state.accepted,
         )
-        x_ok = state.step_norm <= xtol * (xtol + x_norm)
-        g_ok = state.grad_norm <= gtol
-        return jnp.select(
-            [
-                ~jnp.isfinite(base_cost),
-                g_ok,
-                f_ok & x_ok,
-                f_ok,
-                x_ok,
-                state.nfev >= max_nfev,
-            ],
-            [-2, 1, 4, 2, 3, 0],
-            _RUNNING,
-        ).astype(jnp.int32)
+        exhausted = (status == _RUNNING) & (state.nfev >= max_nfev)
+        return jnp.where(exhausted, 0, status)
 
     return tx, stop_status
 
@@ -218,6 +220,7 @@ def least_squares_solve_many(
     init_damping: float = 1e-3,
     jacobian_mode: str = "auto",
     jac: Callable | None = None,
+    method: str = "lm",
 ) -> LeastSquaresSolution:
     """Many independent :func:`least_squares_solve` fits, compacted in rounds.
 
@@ -239,8 +242,8 @@ def least_squares_solve_many(
         ``batch={"y": ys}`` for :func:`jaxfit.model_residual`.
       round_iterations: LM iterations in the first round; > 0.
       options: ``loss``, ``f_scale``, ``ftol``, ``xtol``, ``gtol``,
-        ``max_nfev``, ``init_damping``, ``jacobian_mode`` and ``jac``, as
-        :func:`least_squares_solve` (the same for every fit).
+        ``max_nfev``, ``init_damping``, ``jacobian_mode``, ``jac`` and
+        ``method``, as :func:`least_squares_solve` (the same for every fit).
 
     Returns:
       A :class:`LeastSquaresSolution` whose leaves have the leading axis.
@@ -290,7 +293,9 @@ def least_squares_solve_many(
         )
     shared = jax.tree.map(jnp.asarray, shared)
     start, run_round = _MANY.get(
-        (residual_fn, jac), (loss, float(init_damping), jacobian_mode), _many_programs
+        (residual_fn, jac),
+        (loss, float(init_damping), jacobian_mode, method),
+        _many_programs,
     )
     options = (*map(jnp.asarray, (f_scale, ftol, xtol, gtol)), max_nfev)
     carry = start(params0)
@@ -314,7 +319,7 @@ def least_squares_solve_many(
 
 
 def _many_solver(static, params, options):
-    residual_fn, loss, init_damping, jacobian_mode, jac = static
+    residual_fn, loss, init_damping, jacobian_mode, method, jac = static
     f_scale, *tolerances = options
     return _lm_solver(
         residual_fn,
@@ -325,6 +330,7 @@ def _many_solver(static, params, options):
         init_damping=init_damping,
         jacobian_mode=jacobian_mode,
         jac=jac,
+        method=method,
     )
 
 
@@ -333,8 +339,8 @@ def _many_solver(static, params, options):
 _MANY = CallableCache()
 
 
-def _many_programs(residual_fn, jac, loss, init_damping, jacobian_mode):
-    static = (residual_fn, loss, init_damping, jacobian_mode, jac)
+def _many_programs(residual_fn, jac, loss, init_damping, jacobian_mode, method):
+    static = (residual_fn, loss, init_damping, jacobian_mode, method, jac)
     return (
         jax.jit(functools.partial(_many_start, static)),
         jax.jit(functools.partial(_many_round, static), donate_argnums=0),

@@ -5,19 +5,19 @@
 iteration reads the whole dataset once, in the fixed-shape chunks of
 :mod:`jaxfit.data` (arrays, memmaps, ``.npz``, HDF5, iterables), and a
 compiled ``lax.scan`` over each chunk's batches accumulates ``J^T J``,
-``J^T r`` and the cost of the *full* data. The step is then the same damped
-solve and gain-ratio update that :func:`jaxfit.scale_by_levenberg_marquardt`
-uses (shared helpers of :mod:`jaxfit.transforms.least_squares`, tie-breaking
-of interchangeable terms included), so the iterates are those of an
-in-memory fit, up to summation order, and ``pcov`` is SciPy's for the whole
-dataset. Memory is ``O(n^2)`` for ``n`` parameters plus two chunks, whatever
-the number of rows.
+``J^T r`` and the cost of the *full* data. The chunks come from the device
+feeder of :func:`jaxfit.fit` (:mod:`jaxfit.feeder`), one epoch per pass. The
+step is then the engine's (:mod:`jaxfit.least_squares.steps`: the damped
+solve and gain-ratio update of :func:`jaxfit.scale_by_levenberg_marquardt`,
+tie-breaking of interchangeable terms included), with its stopping tests and
+status table, so the iterates are those of an in-memory fit, up to summation
+order, and ``pcov`` is SciPy's for the whole dataset. Memory is ``O(n^2)``
+for ``n`` parameters plus two chunks, whatever the number of rows.
 """
 
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -29,19 +29,14 @@ from jax.flatten_util import ravel_pytree
 from jaxfit import _callables, _checks
 from jaxfit import data as _data
 from jaxfit import residuals as _res
-from jaxfit.curve_fit import OptimizeWarning
-from jaxfit.transforms import least_squares as _ls
+from jaxfit.feeder import Feeder
+from jaxfit.least_squares import covariance as _cov
+from jaxfit.least_squares import normal_equations as _ne
+from jaxfit.least_squares import status as _status
+from jaxfit.least_squares import steps as _steps
+from jaxfit.least_squares.status import STATUS_MESSAGES
 
-METHODS = ("lm", "gn")
 _ITERABLE_CHUNK_BATCHES = 16
-STATUS_MESSAGES = {
-    -1: "The cost became non-finite after a Gauss-Newton step; try method='lm'.",
-    0: "The maximum number of iterations is exceeded.",
-    1: "`gtol` termination condition is satisfied.",
-    2: "`ftol` termination condition is satisfied.",
-    3: "`xtol` termination condition is satisfied.",
-    4: "Both `ftol` and `xtol` termination conditions are satisfied.",
-}
 
 
 class LeastSquaresFitResult(NamedTuple):
@@ -57,8 +52,9 @@ class LeastSquaresFitResult(NamedTuple):
       iterations: outer iterations (trial steps).
       nfev: full passes evaluating the residuals (cost-only or with ``J``).
       njev: of those, passes that formed ``J^T J``.
-      status: as SciPy's ``least_squares`` (1-4 converged, 0 iteration
-        limit), or -1 when Gauss-Newton diverged to a non-finite cost.
+      status: as SciPy's ``least_squares`` (1-4 converged, 0 the budget of
+        ``max_iterations`` spent), or -3 when Gauss-Newton diverged to a
+        non-finite cost (``jaxfit.least_squares.STATUS_MESSAGES``).
       message: ``status`` in words.
       success: ``status > 0``.
       history: per iteration NumPy arrays: ``cost`` (at the base point),
@@ -113,18 +109,18 @@ def _build_passes(residual_fn, loss, f_scale, jacobian_mode):
     """
 
     def normal_batch(params, batch, mask):
-        flat, unravel, flat_fn = _ls._flat_problem(
+        flat, unravel, flat_fn = _ne.flat_problem(
             _masked(residual_fn, mask), params, batch
         )
-        mode = _ls._mode_for(flat, flat_fn, jacobian_mode, None)
+        mode = _ne.mode_for(flat, flat_fn, jacobian_mode, None)
         # A dense J^T J is accumulated anyway: wide batches use reverse mode.
         mode = "reverse" if mode == "matrix_free" else mode
-        return _ls._normal_equations(
+        return _ne.normal_equations(
             flat_fn, flat, mode, None, unravel, batch, loss, f_scale
         )
 
     def cost_batch(params, batch, mask):
-        flat, _, flat_fn = _ls._flat_problem(_masked(residual_fn, mask), params, batch)
+        flat, _, flat_fn = _ne.flat_problem(_masked(residual_fn, mask), params, batch)
         return _res.robust_cost(flat_fn(flat), loss, f_scale)
 
     def reducer(per_batch):
@@ -150,6 +146,16 @@ def _build_passes(residual_fn, loss, f_scale, jacobian_mode):
     return reducer(normal_batch), reducer(cost_batch)
 
 
+def _check_start(cost, m, n, source, batch_size, k):
+    """Raises if the data give fewer residuals than params, or the residuals
+    at the start are not finite (blaming the data where they hold NaN)."""
+    if m < n:
+        raise ValueError(f"`data` has {m} residuals, fewer than the {n} parameters")
+    if not np.isfinite(float(cost)):
+        _check_finite_data(source, batch_size, k)
+        raise ValueError("Residuals are not finite at the initial `params`")
+
+
 def _check_finite_data(source, batch_size, k):
     """Raises naming `data` if it holds NaN or inf (read again: only once the
     residuals at the start are found not finite)."""
@@ -163,54 +169,9 @@ def _check_finite_data(source, batch_size, k):
                 )
 
 
-@jax.jit
-def _lm_trial(hessian, gradient, damping, scale, column_norms2):
-    scale = _ls.marquardt_scale(scale, column_norms2)
-    step = _ls.damped_step(hessian, gradient, damping, scale)
-    return _ls.break_ties(step, hessian), scale
-
-
-@jax.jit
-def _lm_judge(cost, new_cost, step, gradient, damping, scale, nu, x):
-    actual, predicted, ratio = _ls.gain_ratio(
-        cost, new_cost, step, gradient, damping, scale
-    )
-    ratio = jnp.where(_ls.step_too_large(step, x), -jnp.inf, ratio)
-    accepted, damping, nu = _ls.nielsen_update(ratio, damping, nu)
-    return actual, predicted, ratio, accepted, damping, nu
-
-
-@jax.jit
-def _gn_step(hessian, gradient):
-    return _ls.break_ties(_ls.gauss_newton_step(hessian, gradient), hessian)
-
-
-@jax.jit
-def _covariance(hessian, m):
-    """``(J^T J)^+`` by an eigendecomposition, and whether ``J`` has full rank.
-
-    Eigenvalues below ``eps * max(m, n) * lambda_max`` are dropped: rounding
-    in the accumulated ``J^T J`` is of that relative size (SciPy applies the
-    same relative threshold to the singular values of ``J``, which it has).
-    """
-    n = hessian.shape[0]
-    w, v = jnp.linalg.eigh(hessian)
-    threshold = jnp.finfo(hessian.dtype).eps * jnp.maximum(m, n) * w[-1]
-    keep = w > threshold
-    inv = jnp.where(keep, 1 / jnp.where(keep, w, 1.0), 0.0)
-    return (v * inv) @ v.T, jnp.all(keep)
-
-
-def _status(f_ok, x_ok, g_ok):
-    if g_ok:
-        return 1
-    if f_ok and x_ok:
-        return 4
-    if f_ok:
-        return 2
-    if x_ok:
-        return 3
-    return None
+# The engine's step rules, compiled once (host loop: a pass between steps).
+_PROPOSE = {"lm": jax.jit(_steps.lm_proposal), "gn": jax.jit(_steps.gn_proposal)}
+_JUDGE = {"lm": jax.jit(_steps.lm_judgement), "gn": jax.jit(_steps.gn_judgement)}
 
 
 def fit_least_squares(
@@ -300,31 +261,29 @@ def fit_least_squares(
     source = _data.open_source(data)
     batch_size, example, _, k = _plan(source, batch_size, chunk_batches, chunk_bytes)
     flat, unravel = ravel_pytree(params)
+    # One feeder epoch per pass: the first, then at most two per iteration.
+    feeder = Feeder(source, batch_size, k, epochs=2 * max_iterations + 1)
     passes = _Passes(
-        source,
-        batch_size,
-        k,
+        feeder,
         _passes(residual_fn, loss, float(f_scale), jacobian_mode),
         unravel,
         _rows_per_batch(residual_fn, params, example, batch_size),
         flat,
     )
-    cost, hessian, gradient, norms2, m = passes.normal(flat)
-    n = flat.size
-    if m < n:
-        raise ValueError(f"`data` has {m} residuals, fewer than the {n} parameters")
-    if not np.isfinite(float(cost)):
-        _check_finite_data(source, batch_size, k)
-        raise ValueError("Residuals are not finite at the initial `params`")
-    bar = _progress_bar(progress, max_iterations)
+    bar = None
     try:
+        cost, hessian, gradient, norms2, m = passes.normal(flat)
+        _check_start(cost, m, flat.size, source, batch_size, k)
+        bar = _progress_bar(progress, max_iterations)
         x, cost, hessian, counts, history = _iterate(
             passes, flat, (cost, hessian, gradient, norms2), method,
             (ftol, xtol, gtol), init_damping, max_iterations, bar,
         )  # fmt: skip
     finally:
+        feeder.close()
         if bar is not None:
             bar.close()
+    n = flat.size
     iterations, nfev, njev, status = counts
     cost = float(cost)
     pcov = _pcov(hessian, m, n, cost, absolute_sigma)
@@ -353,8 +312,8 @@ def _check_options(
 ):  # fmt: skip
     if not callable(residual_fn):
         raise ValueError(f"`residual_fn` must be callable, got {residual_fn!r}")
-    if method not in METHODS:
-        raise ValueError(f"`method` must be one of {METHODS!r}, got {method!r}")
+    if method not in _steps.METHODS:
+        raise ValueError(f"`method` must be one of {_steps.METHODS!r}, got {method!r}")
     _res._check_loss(loss)
     _checks.positive("f_scale", f_scale)
     _checks.positive_int("max_iterations", max_iterations)
@@ -400,24 +359,26 @@ def _rows_per_batch(residual_fn, params, example, batch_size) -> int:
 
 
 class _Passes:
-    """One pass over the data at flat params ``x``: the normal equations
-    (``normal``) or the cost alone (``cost``)."""
+    """One pass over the data at flat params ``x``, one feeder epoch each:
+    the normal equations (``normal``) or the cost alone (``cost``)."""
 
-    def __init__(self, source, batch_size, k, reducers, unravel, per_row, flat):
-        self.source, self.batch_size, self.k = source, batch_size, k
+    def __init__(self, feeder, reducers, unravel, per_row, flat):
+        self.feeder, self._items = feeder, iter(feeder)
         self.normal_fn, self.cost_fn = reducers
         self.unravel, self.per_row = unravel, per_row
         self.n, self.dtype = flat.size, flat.dtype
 
     def _run(self, fn, x, acc):
-        counted = 0
-        p = self.unravel(x)
-        put = lambda chunk: (jax.device_put(chunk), int(np.sum(chunk[1])))
-        chunks = self.source.chunks(self.batch_size, self.k, None)
-        for (batches, masks), real in _data.prefetch(chunks, put):
-            acc = fn(p, acc, batches, masks)
-            counted += real
-        return acc, counted
+        p, real = self.unravel(x), 0
+        for chunk in self._items:
+            if chunk.batches is None:  # the epoch's end: the pass is done
+                return acc, real
+            acc = fn(p, acc, chunk.batches, chunk.masks)
+            real = real + jnp.sum(chunk.masks)
+            # The chunk's memory goes back to the reader once it is used.
+            jax.block_until_ready(acc)
+            self.feeder.release()
+        raise RuntimeError("the feeder ended before the pass")  # never: epochs
 
     def normal(self, x):
         """``(cost, J^T J, J^T r, column norms2, residual count)``."""
@@ -425,7 +386,7 @@ class _Passes:
         acc = (jnp.zeros([], dtype), jnp.zeros((n, n), dtype), jnp.zeros(n, dtype))
         acc = (*acc, jnp.zeros(n, dtype))
         (cost, hessian, gradient, norms2), real = self._run(self.normal_fn, x, acc)
-        return cost, hessian, gradient, norms2, real * self.per_row
+        return cost, hessian, gradient, norms2, int(real) * self.per_row
 
     def cost(self, x):
         return self._run(self.cost_fn, x, jnp.zeros([], self.dtype))[0]
@@ -441,90 +402,73 @@ def _progress_bar(progress, max_iterations):
     return tqdm(total=max_iterations, desc="jaxfit.fit_least_squares")
 
 
+_HISTORY = ("cost", "grad_norm", "step_norm", "ratio", "damping", "accepted")
+
+
 def _iterate(passes, x, normal, method, tolerances, init_damping, max_iterations, bar):
-    """LM or GN steps from ``x`` until a stopping test holds: the final
-    ``(x, cost, J^T J, (iterations, nfev, njev, status), history)``."""
-    ftol, xtol, gtol = tolerances
+    """Steps of ``method`` from ``x`` until a stopping test holds: the final
+    ``(x, cost, J^T J, (iterations, nfev, njev, status), history)``.
+
+    LM judges its trial on a cost-only pass and forms the new normal
+    equations only for an accepted step; Gauss-Newton's trial pass forms
+    them at once (its step is taken whenever the cost is finite).
+    """
     cost, hessian, gradient, norms2 = normal
     dtype = x.dtype
-    damping = jnp.asarray(init_damping, dtype)
-    nu = jnp.asarray(2.0, dtype)
-    scale = jnp.zeros(x.size, dtype)
-    names = ("cost", "grad_norm", "step_norm", "ratio", "damping", "accepted")
-    history: dict[str, list] = {name: [] for name in names}
+    damping = jnp.asarray(init_damping if method == "lm" else 0.0, dtype)
+    nu, scale = jnp.asarray(2.0, dtype), jnp.zeros(x.size, dtype)
+    history: dict[str, list] = {name: [] for name in _HISTORY}
     status, iterations, nfev, njev = 0, 0, 1, 1
     while iterations < max_iterations:
         iterations += 1
-        base_cost = float(cost)
-        grad_norm = float(jnp.max(jnp.abs(gradient)))
-        x_norm = float(jnp.linalg.norm(x))
         if method == "lm":
-            step, scale = _lm_trial(hessian, gradient, damping, scale, norms2)
+            step, scale = _PROPOSE["lm"](hessian, gradient, damping, scale, norms2)
+            trial = None
             new_cost = passes.cost(x + step)
-            nfev += 1
-            history["damping"].append(float(damping))
-            actual, predicted, ratio, accepted, damping, nu = _lm_judge(
-                cost, new_cost, step, gradient, damping, scale, nu, x
-            )
-            actual, predicted = float(actual), float(predicted)
-            ratio, accepted = float(ratio), bool(accepted)
-            f_ok = (
-                abs(actual) <= ftol * base_cost
-                and predicted <= ftol * base_cost
-                and ratio <= 2
-            )
         else:
-            step = _gn_step(hessian, gradient)
-            history["damping"].append(0.0)
-            accepted, ratio = True, math.nan
-        step_norm = float(jnp.linalg.norm(step))
-        if accepted:
-            x_prev, x = x, x + step
-            cost, hessian, gradient, norms2, _ = passes.normal(x)
-            nfev += 1
-            njev += 1
-        if method == "gn":
-            actual = base_cost - float(cost)
-            f_ok = abs(actual) <= ftol * base_cost
+            step = _PROPOSE["gn"](hessian, gradient)
+            trial = passes.normal(x + step)[:4]
+            new_cost, njev = trial[0], njev + 1
+        nfev += 1
+        grad_norm, step_norm = jnp.max(jnp.abs(gradient)), jnp.linalg.norm(step)
+        values = (cost, grad_norm, step_norm)
+        *judgement, accepted, new_damping, nu = _JUDGE[method](
+            cost, new_cost, step, gradient, damping, scale, nu, x
+        )
+        accepted = bool(accepted)
+        status = int(
+            _status.stop_status(
+                judgement, cost, step_norm, jnp.linalg.norm(x), grad_norm,
+                tolerances, diverged=method == "gn" and not accepted,
+            )
+        )  # fmt: skip
         for name, value in zip(
-            names, (base_cost, grad_norm, step_norm, ratio), strict=False
+            _HISTORY, (*values, judgement[2], damping), strict=False
         ):
-            history[name].append(value)
+            history[name].append(float(value))
         history["accepted"].append(accepted)
+        damping = new_damping
+        if accepted:
+            x = x + step
+            if trial is None:
+                trial = passes.normal(x)[:4]
+                nfev, njev = nfev + 1, njev + 1
+            cost, hessian, gradient, norms2 = trial
         if bar is not None:
             bar.update(1)
             bar.set_postfix(cost=f"{float(cost):.6g}")
-        if method == "gn" and not np.isfinite(float(cost)):
-            status = -1
-            x = x_prev  # back to the last finite point
-            cost, hessian, gradient, norms2, _ = passes.normal(x)
-            nfev += 1
-            njev += 1
+        if status != _status.RUNNING:
             break
-        x_ok = step_norm <= xtol * (xtol + x_norm)
-        done = _status(f_ok, x_ok, grad_norm <= gtol)
-        if done is not None:
-            status = done
-            break
+    else:
+        status = 0
     return x, cost, hessian, (iterations, nfev, njev, status), history
 
 
 def _pcov(hessian, m, n, cost, absolute_sigma):
     """SciPy's pcov from the final ``J^T J`` (inf, with SciPy's warning,
     where it cannot be estimated)."""
-    pcov, full_rank = jax.device_get(_covariance(hessian, m))
-    pcov = np.asarray(pcov)
-    warn = not bool(full_rank) or np.isnan(pcov).any()
-    if not warn and not absolute_sigma:
-        if m > n:
-            pcov = pcov * (2 * cost / (m - n))
-        else:
-            warn = True
-    if warn:
-        pcov = np.full((n, n), np.inf)
-        warnings.warn(
-            "Covariance of the parameters could not be estimated",
-            OptimizeWarning,
-            stacklevel=3,
-        )
-    return pcov
+    pcov, full_rank = jax.device_get(_COVARIANCE(hessian, m))
+    return _cov.scipy_pcov(pcov, full_rank, cost, m, n, absolute_sigma, stacklevel=3)
+
+
+_COVARIANCE = jax.jit(_cov.covariance_from_normal)
