@@ -1,4 +1,4 @@
-"""Shared helpers for the benchmarks: timing, machine info, JSON and plots.
+"""Shared helpers for the benchmarks: timing, summaries, JSON, tables, plots.
 
 Timing follows three rules, because benchmark machines are shared and noisy:
 
@@ -8,6 +8,12 @@ Timing follows three rules, because benchmark machines are shared and noisy:
 * report medians over repeats, and ratios per round (paired), which cancel
   slow drifts of the machine's speed.
 
+Results are stored as summaries (medians and quartiles, not raw samples) in
+compact JSON (:func:`dumps`), and plotted as palette PNGs (:func:`save_figure`),
+so that the committed results stay small. Every benchmark module has the same
+entry points, which ``benchmarks/run.py`` (the one command line) calls:
+``benchmark(mode)``, ``headline(document)`` and ``plot(document, path)``.
+
 Nothing here imports jaxfit, so every benchmark can use it.
 """
 
@@ -15,6 +21,7 @@ from __future__ import annotations
 
 import datetime
 import gc
+import io
 import json
 import math
 import os
@@ -22,6 +29,7 @@ import platform
 import re
 import statistics
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from importlib import metadata
@@ -208,6 +216,21 @@ def _time_once(case: Case, number: int) -> float:
     return time.perf_counter() - start
 
 
+# ---------------------------------------------------------------------------
+# Summaries: what is stored of the samples.
+
+# Timings vary by a percent or more between rounds: six significant digits
+# keep every printed ratio exact and the JSON short.
+SIGNIFICANT = 6
+
+
+def significant(value: float | None, digits: int = SIGNIFICANT) -> float | None:
+    """``value`` rounded to ``digits`` significant digits (None stays None)."""
+    if value is None or not math.isfinite(value):
+        return value
+    return float(f"{value:.{digits}g}")
+
+
 def _quartiles(values: Sequence[float]) -> tuple[float, float, float]:
     if len(values) < 2:
         return values[0], values[0], values[0]
@@ -216,14 +239,15 @@ def _quartiles(values: Sequence[float]) -> tuple[float, float, float]:
 
 
 def summarize(samples: Sequence[float]) -> dict[str, Any]:
-    """Median, quartiles and minimum of per-iteration times (seconds)."""
+    """Median, quartiles and minimum of per-iteration times (seconds), and
+    the number of samples; the samples themselves are not kept."""
     q1, median, q3 = _quartiles(samples)
     return {
-        "median_s": median,
-        "q1_s": q1,
-        "q3_s": q3,
-        "min_s": min(samples),
-        "samples_s": list(samples),
+        "median_s": significant(median),
+        "q1_s": significant(q1),
+        "q3_s": significant(q3),
+        "min_s": significant(min(samples)),
+        "n": len(samples),
     }
 
 
@@ -237,12 +261,30 @@ def paired_ratio(
     """
     ratios = [a / b for a, b in zip(numerator, denominator, strict=True)]
     q1, median, q3 = _quartiles(ratios)
+    of_medians = statistics.median(numerator) / statistics.median(denominator)
     return {
-        "median": median,
-        "q1": q1,
-        "q3": q3,
-        "of_medians": statistics.median(numerator) / statistics.median(denominator),
+        "median": significant(median),
+        "q1": significant(q1),
+        "q3": significant(q3),
+        "of_medians": significant(of_medians),
     }
+
+
+def spread(values: Sequence[float]) -> dict[str, float]:
+    """Median, quartiles and range of values that are not paired times
+    (evaluations over starts, say)."""
+    q1, median, q3 = _quartiles(values)
+    return {
+        "median": significant(median),
+        "q1": significant(q1),
+        "q3": significant(q3),
+        "min": significant(min(values)),
+        "max": significant(max(values)),
+    }
+
+
+# ---------------------------------------------------------------------------
+# Text: numbers, ratios, Markdown tables.
 
 
 def format_seconds(seconds: float) -> str:
@@ -252,6 +294,16 @@ def format_seconds(seconds: float) -> str:
     if seconds < 1:
         return f"{seconds * 1e3:.2f} ms"
     return f"{seconds:.2f} s"
+
+
+def format_ratio(ratio: Mapping[str, float] | float, fmt: str = ".3g") -> str:
+    """``median (q1-q3)`` of a :func:`paired_ratio` dict, or a plain number."""
+    if not isinstance(ratio, Mapping):
+        return format(ratio, fmt)
+    text = format(ratio["median"], fmt)
+    if ratio.get("q1") is not None and ratio.get("q3") is not None:
+        text += f" ({ratio['q1']:{fmt}}-{ratio['q3']:{fmt}})"
+    return text
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -280,6 +332,17 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
     return "\n".join([line(headers), line(rule), *(line(row) for row in cells)])
 
 
+# ---------------------------------------------------------------------------
+# Files: names, compact JSON.
+
+
+def tag_of(mode: str) -> str:
+    """The file-name tag of a run mode: "" for full runs, else the mode."""
+    if mode not in ("full", "quick", "smoke"):
+        raise ValueError(f"mode must be 'full', 'quick' or 'smoke', got {mode!r}")
+    return "" if mode == "full" else mode
+
+
 def results_path(benchmark: str, suffix: str, *, tag: str = "", out_dir=None) -> Path:
     """``<out_dir>/<benchmark>-<machine>[-<tag>].<suffix>``."""
     out_dir = RESULTS_DIR if out_dir is None else Path(out_dir)
@@ -287,16 +350,180 @@ def results_path(benchmark: str, suffix: str, *, tag: str = "", out_dir=None) ->
     return out_dir / f"{name}.{suffix}"
 
 
+# An object of scalars and of lists or objects of scalars (a record) that is
+# a member of an object takes one line if it is at most this long, with its
+# indentation; in a list (a table's rows) it always does.
+JSON_WIDTH = 300
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max(map(_depth, value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max(map(_depth, value), default=0)
+    return 0
+
+
+def dumps(
+    value: Any, *, width: int = JSON_WIDTH, _indent: int = 0, _row: bool = False
+) -> str:
+    """JSON, indented by two spaces down to the records, which take one line.
+
+    A list or object of scalars always takes one line, and so does a record
+    (an object of scalars and of such leaves) that is an item of a list: a
+    line per row of a table. A record that is a member of an object takes
+    one line if it fits in ``width``; anything else is indented, a member or
+    item per line. ``json.loads`` reads it back unchanged.
+    """
+    line = json.dumps(value, ensure_ascii=False)
+    depth = _depth(value)
+    if depth <= 1 or (
+        depth == 2
+        and isinstance(value, dict)
+        and (_row or _indent + len(line) <= width)
+    ):
+        return line
+    pad = " " * (_indent + 2)
+    if isinstance(value, dict):
+        items = [
+            f"{pad}{json.dumps(key, ensure_ascii=False)}: "
+            + dumps(item, width=width, _indent=_indent + 2)
+            for key, item in value.items()
+        ]
+        brackets = "{}"
+    else:
+        items = [
+            pad + dumps(item, width=width, _indent=_indent + 2, _row=True)
+            for item in value
+        ]
+        brackets = "[]"
+    if not items:
+        return brackets
+    return brackets[0] + "\n" + ",\n".join(items) + "\n" + " " * _indent + brackets[1]
+
+
 def write_json(path: Path, payload: Mapping[str, Any]) -> Path:
-    """Writes ``payload`` with the machine info and a UTC timestamp added."""
+    """Writes ``payload`` with the machine info and a UTC timestamp added,
+    compactly (:func:`dumps`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     document = {
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": machine_info(),
         **payload,
     }
-    path.write_text(json.dumps(document, indent=2) + "\n")
+    path.write_text(dumps(document) + "\n")
     return path
+
+
+# ---------------------------------------------------------------------------
+# Plots.
+
+# Ratios whose largest is this many times the smallest get a log axis.
+LOG_SPAN = 20.0
+DPI = 100
+# Line styles of the horizontal lines (reference, then targets), in order.
+_LINE_STYLES = (
+    {"color": "black", "linestyle": "--"},
+    {"color": "tab:red", "linestyle": ":"},
+    {"color": "tab:purple", "linestyle": "-."},
+    {"color": "tab:brown", "linestyle": ":"},
+)
+
+
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (files only, no display)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def wants_log(values: Sequence[float], span: float = LOG_SPAN) -> bool:
+    """Whether positive ``values`` span more than ``span`` times."""
+    positive = [v for v in values if v is not None and math.isfinite(v) and v > 0]
+    return len(positive) > 1 and max(positive) > span * min(positive)
+
+
+def _value_label(value: float) -> str:
+    if not math.isfinite(value):
+        return ""
+    if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-2):
+        return f"{value:.1e}".replace("e+0", "e").replace("e-0", "e-")
+    if abs(value) >= 100:
+        return f"{value:.0f}"
+    return f"{value:.3g}"
+
+
+def draw_bars(
+    ax,
+    series: Mapping[str, Sequence[float]],
+    categories: Sequence[str],
+    *,
+    errors: Mapping[str, Sequence[tuple[float, float]]] | None = None,
+    hatches: Mapping[str, Sequence[str | None]] | None = None,
+    targets: Mapping[str, Sequence[float | None]] | None = None,
+    lines: Mapping[str, float] | None = None,
+    log: bool | None = None,
+    value_labels: bool = True,
+    legend: bool = True,
+) -> None:
+    """Grouped bars on ``ax``: one group per category, one bar per series.
+
+    ``errors[series]`` holds ``(low, high)`` bounds per category (drawn as
+    error bars), ``hatches[series]`` a hatch per bar, ``targets[series]`` a
+    target per bar or None (a red tick across the bar); ``lines`` labelled
+    horizontal lines (a reference such as 1.0, or a target common to all
+    bars), drawn in the legend. ``log``: a log axis; None chooses one when
+    the values, targets and lines span more than :data:`LOG_SPAN` times.
+    ``value_labels`` writes each bar's value on it.
+    """
+    lines = dict(lines or {})
+    targets = dict(targets or {})
+    values = [v for vs in series.values() for v in vs] + list(lines.values())
+    values += [t for ts in targets.values() for t in ts if t is not None]
+    if log is None:
+        log = wants_log(values)
+    target_label = "target"
+    width = 0.8 / max(len(series), 1)
+    for index, (name, heights) in enumerate(series.items()):
+        offsets = [i - 0.4 + width * (index + 0.5) for i in range(len(categories))]
+        yerr = None
+        if errors is not None and name in errors:
+            bounds = errors[name]
+            yerr = [
+                [max(v - lo, 0) for v, (lo, _) in zip(heights, bounds, strict=True)],
+                [max(hi - v, 0) for v, (_, hi) in zip(heights, bounds, strict=True)],
+            ]
+        bars = ax.bar(offsets, heights, width, label=name, yerr=yerr, capsize=3)
+        if hatches is not None and name in hatches:
+            for bar, hatch in zip(bars, hatches[name], strict=True):
+                bar.set_hatch(hatch)
+        for x, target in zip(offsets, targets.get(name, ()), strict=False):
+            if target is not None:
+                ax.hlines(
+                    target, x - 0.55 * width, x + 0.55 * width, color="tab:red",
+                    linewidth=2.5, label=target_label, zorder=3,
+                )  # fmt: skip
+                target_label = None
+        if value_labels:
+            ax.bar_label(
+                bars,
+                labels=[_value_label(v) for v in heights],
+                fontsize=6.5,
+                padding=1,
+            )
+    for (label, value), style in zip(
+        lines.items(), _LINE_STYLES * len(lines), strict=False
+    ):
+        ax.axhline(value, linewidth=1.2, label=label, **style)
+    if log:
+        ax.set_yscale("log")
+    ax.margins(y=0.12)  # room for the value labels
+    ax.set_xticks(range(len(categories)), categories)
+    if legend:
+        ax.legend(fontsize="x-small")
 
 
 def bar_chart(
@@ -309,50 +536,78 @@ def bar_chart(
     xlabel: str = "",
     title: str = "",
     reference: float | None = None,
+    reference_label: str = "same as the competitor",
+    lines: Mapping[str, float] | None = None,
+    panel_lines: Mapping[str, Mapping[str, float]] | None = None,
+    log: bool | None = None,
     ncols: int = 2,
+    sharey: bool = True,
+    value_labels: bool = True,
 ) -> Path:
     """Grouped bar charts, one panel per entry of ``panels``, saved as PNG.
 
     ``panels[panel][series]`` holds one value per category; ``errors`` (same
     keys) optional ``(low, high)`` bounds drawn as error bars; ``reference``
-    a dashed horizontal line (1.0 for ratios).
+    a dashed line (1.0 for ratios), ``lines`` more labelled lines (targets)
+    on every panel and ``panel_lines[panel]`` on one. ``log`` as in
+    :func:`draw_bars`, chosen once for all panels when they share the axis.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only; no display on benchmark machines
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
+    common = {} if reference is None else {reference_label: reference}
+    common |= dict(lines or {})
+    per_panel = {
+        panel: common | dict((panel_lines or {}).get(panel, {})) for panel in panels
+    }
+    if log is None and sharey:
+        everything = [v for s in panels.values() for vs in s.values() for v in vs]
+        everything += [v for ls in per_panel.values() for v in ls.values()]
+        log = wants_log(everything)
     nrows = math.ceil(len(panels) / ncols)
     fig, axes = plt.subplots(
-        nrows, ncols, figsize=(5 * ncols, 3.6 * nrows), squeeze=False, sharey=True
+        nrows, ncols, figsize=(5.2 * ncols, 3.8 * nrows), squeeze=False, sharey=sharey
     )
     for ax, (panel, series) in zip(axes.flat, panels.items(), strict=False):
-        width = 0.8 / max(len(series), 1)
-        for index, (name, values) in enumerate(series.items()):
-            offsets = [i - 0.4 + width * (index + 0.5) for i in range(len(categories))]
-            yerr = None
-            if errors is not None and name in errors.get(panel, {}):
-                bounds = errors[panel][name]
-                yerr = [
-                    [max(v - lo, 0) for v, (lo, _) in zip(values, bounds, strict=True)],
-                    [max(hi - v, 0) for v, (_, hi) in zip(values, bounds, strict=True)],
-                ]
-            ax.bar(offsets, values, width, label=name, yerr=yerr, capsize=3)
-        if reference is not None:
-            ax.axhline(reference, color="black", linestyle="--", linewidth=1)
-        ax.set_xticks(range(len(categories)), categories)
-        ax.set_title(panel)
+        draw_bars(
+            ax,
+            series,
+            categories,
+            errors=None if errors is None else errors.get(panel),
+            lines=per_panel[panel],
+            log=log,
+            value_labels=value_labels,
+        )
+        ax.set_title(panel, fontsize="medium")
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
-        ax.legend(fontsize="small")
     for ax in list(axes.flat)[len(panels) :]:
         ax.set_visible(False)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def save_figure(
+    fig, path: Path, *, dpi: int = DPI, colors: int = 64, rect=(0, 0, 1, 1)
+) -> Path:
+    """Lays ``fig`` out (``tight_layout`` in ``rect``), saves it as a palette
+    PNG (``colors`` colours, no dithering) and closes it: plots have few
+    colours, and a palette image is about a third of the size of the RGBA
+    one matplotlib writes."""
+    plt = pyplot()
+    fig.tight_layout(rect=rect)
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
     plt.close(fig)
+    try:
+        from PIL import Image
+    except ImportError:  # matplotlib depends on Pillow; keep the RGBA file
+        path.write_bytes(buffer.getvalue())
+        return path
+    image = Image.open(buffer).convert("RGB")
+    image = image.quantize(colors=colors, dither=Image.Dither.NONE)
+    image.save(path, format="PNG", optimize=True)
     return path
 
 
@@ -414,19 +669,53 @@ def inverse_ratio(ratio: Mapping[str, float]) -> dict[str, float]:
     return inverted
 
 
-def collect(benchmark: str, tag: str, headline: Callable[[dict], list]) -> dict:
+def row_ratio(row: Mapping[str, Any]) -> str:
+    """A headline row's ``ratio (q1-q3)``."""
+    return format_ratio({"median": row["ratio"], "q1": row["q1"], "q3": row["q3"]})
+
+
+def verdict(rows: Sequence[Mapping[str, Any]]) -> str:
+    """One line per headline row that has a target: met or not, and a count."""
+    judged = [row for row in rows if row.get("met") is not None]
+    lines = [
+        f"{'met' if row['met'] else 'NOT met':7} {row['case']}: {row['measured']} / "
+        f"{row['competitor']} ({row['metric']}) = {row_ratio(row)}, "
+        f"target {row['target_text']}"
+        for row in judged
+    ]
+    lines.append(f"{sum(row['met'] for row in judged)} of {len(judged)} targets met")
+    return "\n".join(lines)
+
+
+def collect(benchmark: str, mode: str, headline: Callable[[dict], list]) -> dict:
     """What a benchmark's ``benchmark(mode)`` entry point returns to run.py.
 
     Reads back the JSON document the benchmark just wrote (so the entry
-    point depends on its results, not on its internals) and derives the
-    headline rows from it with ``headline(document)``.
+    point depends on its results, not on its internals), derives the
+    headline rows from it with ``headline(document)`` and prints their
+    verdict. The results stay in the module's own file, which ``json`` and
+    ``png`` name (relative to the results directory).
     """
-    json_path = results_path(benchmark, "json", tag=tag)
+    json_path = results_path(benchmark, "json", tag=tag_of(mode))
     document = json.loads(json_path.read_text())
+    rows = headline(document)
+    print("\n" + verdict(rows))
     return {
         "benchmark": benchmark,
-        "json": str(json_path),
-        "png": str(json_path.with_suffix(".png")),
-        "headline": headline(document),
-        "results": document,
+        "json": json_path.name,
+        "png": json_path.with_suffix(".png").name,
+        "created": document.get("created"),
+        "headline": rows,
     }
+
+
+def main(benchmark: str, argv: Sequence[str] | None = None) -> int:
+    """A module's own command line: ``run.py --only <benchmark> [options]``
+    (``--quick``, ``--smoke``, ``--replot``, ``--out-dir``; see run.py)."""
+    here = str(Path(__file__).resolve().parent)
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    import run  # benchmarks/run.py, next to this file
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    return run.main(["--only", benchmark, *argv])

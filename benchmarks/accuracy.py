@@ -50,7 +50,7 @@ call of a problem, compile included, is ``first_s`` in the JSON); nfev is
 each solver's own count (SciPy's ``lm`` counts its finite-difference
 evaluations, jaxfit's autodiff Jacobian is not counted).
 
-    python benchmarks/accuracy.py [--quick | --smoke]
+    python benchmarks/accuracy.py [--quick | --smoke]   # = run.py --only accuracy
 
 Results: ``benchmarks/results/accuracy-<machine>[-quick|-smoke].{json,png}``
 (per case: reached, cost gap, nfev, median time; no raw samples).
@@ -58,8 +58,8 @@ Results: ``benchmarks/results/accuracy-<machine>[-quick|-smoke].{json,png}``
 
 from __future__ import annotations
 
-import argparse
 import functools
+import json
 import math
 import statistics
 import sys
@@ -1030,15 +1030,12 @@ def results_table(cases) -> str:
     return _harness.markdown_table(headers, rows)
 
 
-def plot(path: Path, cases) -> Path:
+def plot(document: dict, path: Path) -> Path:
     """Per case, log10 of each solver's cost gap over its tolerance (<= 0:
     within it); filled markers reached the optimum (cost and parameters),
     hollow ones did not; a raised error is drawn at the right edge."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    cases = document["cases"]
+    plt = _harness.pyplot()
     low, high = -12.0, 12.0
     labels = [f"{c['problem']} [{c['start']}]" for c in cases]
     fig, ax = plt.subplots(figsize=(8, 0.22 * len(cases) + 1.6))
@@ -1070,11 +1067,7 @@ def plot(path: Path, cases) -> Path:
     ax.set_xlabel("log10(cost gap / tolerance), clipped; right edge: raised")
     ax.set_title("Certified optima: SciPy's vs jaxfit's defaults", fontsize="medium")
     ax.legend(fontsize="x-small", loc="lower right")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
+    return _harness.save_figure(fig, path, dpi=80)
 
 
 def _compact(cases):
@@ -1147,7 +1140,7 @@ def headline(document: dict) -> list[dict]:
 def benchmark(mode: str = "full") -> dict:
     """Entry point for ``benchmarks/run.py``: run, print, write JSON + PNG."""
     config = CONFIGS[mode]
-    tag = "" if mode == "full" else mode
+    tag = _harness.tag_of(mode)
     start = time.perf_counter()
     results = run_benchmark(config)
     elapsed = time.perf_counter() - start
@@ -1162,11 +1155,12 @@ def benchmark(mode: str = "full") -> dict:
     )
     if s["broken_certificates"]:
         print(f"BROKEN CERTIFICATES (beaten optima): {s['broken_certificates']}")
+    json_path = _harness.results_path("accuracy", "json", tag=tag)
     _harness.write_json(
-        _harness.results_path("accuracy", "json", tag=tag),
+        json_path,
         {
             "mode": mode,
-            "elapsed_s": elapsed,
+            "elapsed_s": round(elapsed, 1),
             "criteria": {
                 "cost_rtol": COST_RTOL,
                 "zero_cost_atol": ZERO_COST_ATOL,
@@ -1182,18 +1176,14 @@ def benchmark(mode: str = "full") -> dict:
             "cases": _compact(cases),
         },
     )
-    plot(_harness.results_path("accuracy", "png", tag=tag), cases)
-    return _harness.collect("accuracy", tag, headline)
+    plot(json.loads(json_path.read_text()), json_path.with_suffix(".png"))
+    return _harness.collect("accuracy", mode, headline)
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    size = parser.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_true", help="fewer repeats")
-    size.add_argument("--smoke", action="store_true", help="three problems")
-    args = parser.parse_args(argv)
-    benchmark("quick" if args.quick else "smoke" if args.smoke else "full")
+def main(argv=None) -> int:
+    """``python benchmarks/accuracy.py [--quick | --smoke]``: see run.py."""
+    return _harness.main("accuracy", argv)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

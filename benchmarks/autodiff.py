@@ -54,8 +54,8 @@ checks that the script works; they write ``autodiff-<machine>-quick``/
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
+import json
 import sys
 import time
 from collections.abc import Callable
@@ -338,10 +338,6 @@ def run_benchmark(config: Config) -> dict:
     return {"gradients": gradients, "jacobians": jacobians}
 
 
-def _ratio(r: dict) -> str:
-    return f"{r['median']:.3g} ({r['q1']:.3g}-{r['q3']:.3g})"
-
-
 def gradient_table(records: list[dict]) -> str:
     fmt = _harness.format_seconds
     headers = [
@@ -356,8 +352,8 @@ def gradient_table(records: list[dict]) -> str:
             r["n_points"],
             r["evaluations"]["fd"],
             *(fmt(r["times"][name]["median_s"]) for name in GRADIENT_METHODS),
-            _ratio(r["ratio_grad_to"]["fd"]),
-            _ratio(r["ratio_grad_to"]["approx_fprime"]),
+            _harness.format_ratio(r["ratio_grad_to"]["fd"]),
+            _harness.format_ratio(r["ratio_grad_to"]["approx_fprime"]),
             *(f"{r['max_rel_error'][name]:.1e}" for name in GRADIENT_METHODS),
         ]
         for r in records
@@ -376,7 +372,7 @@ def jacobian_table(records: list[dict]) -> str:
             r["n_params"],
             fmt(r["times"]["jacfwd"]["median_s"]),
             fmt(r["times"]["jacrev"]["median_s"]),
-            _ratio(r["ratio_fwd_to_rev"]),
+            _harness.format_ratio(r["ratio_fwd_to_rev"]),
             r["faster"],
         ]
         for r in records
@@ -384,56 +380,55 @@ def jacobian_table(records: list[dict]) -> str:
     return _harness.markdown_table(headers, rows)
 
 
-def plot(results: dict, path) -> None:
-    gradients, jacobians = results["gradients"], results["jacobians"]
-    panels = {
-        "gradient: time / jax.grad's": {
-            GRADIENT_METHODS[name]: [
-                1 / r["ratio_grad_to"][name]["median"] for r in gradients
-            ]
-            for name in ("fd", "approx_fprime")
+def plot(document: dict, path) -> Path:
+    """Gradient time over jax.grad's and gradient errors by ``n`` (log
+    axes), and the two Jacobian modes' times per shape."""
+    gradients, jacobians = document["gradients"], document["jacobians"]
+    plt = _harness.pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.4))
+    categories = [str(r["n_params"]) for r in gradients]
+    ratios = {
+        name: [_harness.inverse_ratio(r["ratio_grad_to"][name]) for r in gradients]
+        for name in ("fd", "approx_fprime")
+    }
+    _harness.draw_bars(
+        axes[0],
+        {GRADIENT_METHODS[n]: [r["median"] for r in rs] for n, rs in ratios.items()},
+        categories,
+        errors={
+            GRADIENT_METHODS[n]: [(r["q1"], r["q3"]) for r in rs]
+            for n, rs in ratios.items()
         },
-        "gradient: max relative error": {
+        lines={"jax.grad (1x)": 1.0},
+        log=True,
+    )
+    axes[0].set_title("gradient: time / jax.grad's (lower is better)")
+    _harness.draw_bars(
+        axes[1],
+        {
             GRADIENT_METHODS[name]: [r["max_rel_error"][name] for r in gradients]
             for name in GRADIENT_METHODS
         },
-    }
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    categories = [str(r["n_params"]) for r in gradients]
-    for ax, (title, series) in zip(axes[:2], panels.items(), strict=True):
-        width = 0.8 / len(series)
-        for index, (label, values) in enumerate(series.items()):
-            offsets = [i - 0.4 + width * (index + 0.5) for i in range(len(values))]
-            ax.bar(offsets, values, width, label=label)
-        ax.set_yscale("log")
-        ax.set_xticks(range(len(categories)), categories)
+        categories,
+        log=True,
+        value_labels=False,
+    )
+    axes[1].set_title("gradient: max relative error")
+    for ax in axes[:2]:
         ax.set_xlabel(f"parameters n ({gradients[0]['n_points']} points)")
-        ax.set_title(title)
-        ax.legend(fontsize="small")
-    axes[0].axhline(1.0, color="black", linestyle="--", linewidth=1)
-    ax = axes[2]
-    labels = [
-        f"{r['shape']}\nm={r['n_residuals']}, n={r['n_params']}" for r in jacobians
-    ]
-    for index, name in enumerate(JACOBIAN_METHODS):
-        offsets = [i - 0.2 + 0.4 * index for i in range(len(jacobians))]
-        values = [r["times"][name]["median_s"] for r in jacobians]
-        ax.bar(offsets, values, 0.4, label=JACOBIAN_METHODS[name])
-    ax.set_yscale("log")
-    ax.set_xticks(range(len(labels)), labels)
-    ax.set_ylabel("seconds (median)")
-    ax.set_title("full Jacobian: forward vs reverse mode")
-    ax.legend(fontsize="small")
-    fig.suptitle("Autodiff vs finite differences (float64, lower is better)")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _harness.draw_bars(
+        axes[2],
+        {
+            JACOBIAN_METHODS[name]: [r["times"][name]["median_s"] for r in jacobians]
+            for name in JACOBIAN_METHODS
+        },
+        [f"{r['shape']}\nm={r['n_residuals']}, n={r['n_params']}" for r in jacobians],
+        log=True,
+    )
+    axes[2].set_ylabel("seconds (median)")
+    axes[2].set_title("full Jacobian: forward vs reverse mode")
+    fig.suptitle("Autodiff vs finite differences (float64)")
+    return _harness.save_figure(fig, path)
 
 
 def headline(document: dict) -> list[dict]:
@@ -469,7 +464,6 @@ def benchmark(mode: str = "full") -> dict:
     """Entry point for ``benchmarks/run.py``: run, write JSON + PNG, return
     the headline rows (``mode``: "full", "quick" or "smoke")."""
     config = CONFIGS[mode]
-    tag = "" if mode == "full" else mode
     start = time.perf_counter()
     print(f"machine: {_harness.machine_slug()}", file=sys.stderr)
     results = run_benchmark(config)
@@ -479,7 +473,7 @@ def benchmark(mode: str = "full") -> dict:
     print(gradient_table(results["gradients"]))
     print("\n## Full residual Jacobian: forward vs reverse mode (float64)\n")
     print(jacobian_table(results["jacobians"]))
-    json_path = _harness.results_path("autodiff", "json", tag=tag)
+    json_path = _harness.results_path("autodiff", "json", tag=_harness.tag_of(mode))
     png_path = json_path.with_suffix(".png")
     _harness.write_json(
         json_path,
@@ -492,23 +486,19 @@ def benchmark(mode: str = "full") -> dict:
             "and a wide problem; ratios are medians of per-round time ratios "
             "(lower is better for the numerator)",
             "config": dataclasses.asdict(config) | {"mode": mode},
-            "elapsed_s": elapsed,
+            "elapsed_s": round(elapsed, 1),
             **results,
         },
     )
-    plot(results, png_path)
+    plot(json.loads(json_path.read_text()), png_path)
     print(f"\nwrote {json_path} and {png_path.name} in {elapsed:.0f} s")
-    return _harness.collect("autodiff", tag, headline)
+    return _harness.collect("autodiff", mode, headline)
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    size = parser.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_true", help="CI-sized run (< 30 s)")
-    size.add_argument("--smoke", action="store_true", help="tiny run (seconds)")
-    args = parser.parse_args(argv)
-    benchmark("quick" if args.quick else "smoke" if args.smoke else "full")
+def main(argv=None) -> int:
+    """``python benchmarks/autodiff.py [--quick | --smoke]``: see run.py."""
+    return _harness.main("autodiff", argv)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -7,12 +7,12 @@ of a new process at 1e6 points with JAX's persistent compilation cache empty
 and warm, and the peak memory of one fit at the largest size (each in a
 fresh subprocess, maxrss).
 
-    python benchmarks/curve_fit.py [--quick]
+    python benchmarks/curve_fit.py [--quick]   # = run.py --only curve_fit
 """
 
 from __future__ import annotations
 
-import argparse
+import json
 import os
 import subprocess
 import sys
@@ -381,82 +381,88 @@ def first_call_in_new_processes(name, m):
     return {"cold_s": times[0], "warm_s": times[1]}
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args(argv)
-    sizes = [10**3, 10**5, 10**6] if args.quick else [10**3, 10**5, 10**6, 10**7]
-    repeats = 2 if args.quick else 3
-    n_fits = 1000 if args.quick else 10_000
+CONFIGS = {
+    "full": {"sizes": [10**3, 10**5, 10**6, 10**7], "repeats": 3, "n_fits": 10_000},
+    "quick": {"sizes": [10**3, 10**5, 10**6], "repeats": 2, "n_fits": 1000},
+}
+CONFIGS["smoke"] = CONFIGS["quick"]
+
+
+def run_benchmark(config) -> dict:
+    sizes, repeats = config["sizes"], config["repeats"]
     rows = [one_size(name, m, repeats) for name in MODELS for m in sizes]
-    ms = _harness.format_seconds
-    print(
-        _harness.markdown_table(
-            [
-                "model",
-                "points",
-                "jaxfit first",
-                "jaxfit repeat",
-                "scipy lm",
-                "scipy trf",
-                "repeat / lm",
-                "first / lm",
-                "max rel diff (lm)",
-            ],
-            [
-                [
-                    r["model"],
-                    f"{r['m']:.0e}",
-                    ms(r["jaxfit_first"]),
-                    ms(r["jaxfit_repeat"]),
-                    ms(r["scipy_lm"]),
-                    ms(r["scipy_trf"]),
-                    f"{r['jaxfit_repeat'] / r['scipy_lm']:.2f}",
-                    f"{r['jaxfit_first'] / r['scipy_lm']:.2f}",
-                    f"{r['max_rel_diff_lm']:.1e}",
-                ]
-                for r in rows
-            ],
-        )
-    )
-    print(
-        "\nwhere a first call's time goes (JAX's compile events):\n"
-        + _harness.markdown_table(
-            ["model", "points", "trace", "lower", "XLA compile", "compile / lm"],
-            [
-                [
-                    r["model"],
-                    f"{r['m']:.0e}",
-                    *(ms(r["first_call_stages"].get(k, 0.0)) for k in _STAGE_NAMES),
-                    f"{r['first_call_stages'].get('xla_compile', 0) / r['scipy_lm']:.2f}",  # noqa: E501
-                ]
-                for r in rows
-            ],
-        )
-    )
     for r in rows:
         if r["m"] == 10**6:
             r["new_process"] = first_call_in_new_processes(r["model"], r["m"])
-    print(
-        "\nfirst call in a new process, 1e6 points (persistent cache: cold, warm):\n"
-        + _harness.markdown_table(
-            ["model", "cold", "warm", "scipy lm", "cold / lm", "warm / lm"],
+    b = batch(config["n_fits"], repeats)
+    memory = {w: peak_memory(w, "8p", sizes[-1]) for w in ("jaxfit", "lm", "trf")}
+    return {"sizes": rows, "batch": b, "peak_rss_mib": memory}
+
+
+def report(results) -> str:
+    """The tables and lines printed after a run."""
+    rows, b, memory = results["sizes"], results["batch"], results["peak_rss_mib"]
+    big = max(r["m"] for r in rows)
+    ms = _harness.format_seconds
+    sizes = _harness.markdown_table(
+        [
+            "model", "points", "jaxfit first", "jaxfit repeat", "scipy lm",
+            "scipy trf", "repeat / lm", "first / lm", "max rel diff (lm)",
+        ],
+        [
             [
-                [
-                    r["model"],
-                    ms(p["cold_s"]),
-                    ms(p["warm_s"]),
-                    ms(r["scipy_lm"]),
-                    f"{p['cold_s'] / r['scipy_lm']:.2f}",
-                    f"{p['warm_s'] / r['scipy_lm']:.2f}",
-                ]
-                for r in rows
-                if (p := r.get("new_process"))
-            ],
-        )
+                r["model"],
+                f"{r['m']:.0e}",
+                ms(r["jaxfit_first"]),
+                ms(r["jaxfit_repeat"]),
+                ms(r["scipy_lm"]),
+                ms(r["scipy_trf"]),
+                f"{r['jaxfit_repeat'] / r['scipy_lm']:.2f}",
+                f"{r['jaxfit_first'] / r['scipy_lm']:.2f}",
+                f"{r['max_rel_diff_lm']:.1e}",
+            ]
+            for r in rows
+        ],
+    )  # fmt: skip
+    stages = _harness.markdown_table(
+        ["model", "points", "trace", "lower", "XLA compile", "compile / lm"],
+        [
+            [
+                r["model"],
+                f"{r['m']:.0e}",
+                *(ms(r["first_call_stages"].get(k, 0.0)) for k in _STAGE_NAMES),
+                f"{r['first_call_stages'].get('xla_compile', 0) / r['scipy_lm']:.2f}",
+            ]
+            for r in rows
+        ],
     )
-    b = batch(n_fits, repeats)
-    print(
+    new_process = _harness.markdown_table(
+        ["model", "cold", "warm", "scipy lm", "cold / lm", "warm / lm"],
+        [
+            [
+                r["model"],
+                ms(p["cold_s"]),
+                ms(p["warm_s"]),
+                ms(r["scipy_lm"]),
+                f"{p['cold_s'] / r['scipy_lm']:.2f}",
+                f"{p['warm_s'] / r['scipy_lm']:.2f}",
+            ]
+            for r in rows
+            if (p := r.get("new_process"))
+        ],
+    )
+    peaks = _harness.markdown_table(
+        ["solver", "baseline (MiB)", "fit peak above baseline (MiB)"],
+        [
+            [w, f"{v['baseline_mib']:.0f}", f"{v['fit_peak_mib']:.0f}"]
+            for w, v in memory.items()
+            if v is not None
+        ],
+    )
+    return (
+        f"{sizes}\n\nwhere a first call's time goes (JAX's compile events):\n"
+        f"{stages}\n\nfirst call in a new process, 1e6 points (persistent "
+        f"cache: cold, warm):\n{new_process}\n"
         f"\nbatch of {b['n_fits']} 100-point fits: "
         f"jaxfit least_squares_solve_many {ms(b['jaxfit_repeat'])}"
         f" (first {ms(b['jaxfit_first'])}), plain vmap {ms(b['vmap_repeat'])}"
@@ -465,51 +471,79 @@ def main(argv=None):
         f" max |diff| {b['max_abs_diff']:.1e}; SciPy failures {b['scipy_failures']}"
         f"\nthe floor: a minimal hand-written batched LM, {b['mean_iterations']:.1f}"
         f" iterations (jaxfit's mean), {ms(b['minimal_lm'])}:"
-        f" {b['minimal_lm_speedup']:.0f}x the SciPy loop"
-    )
-    big = sizes[-1]
-    memory = {w: peak_memory(w, "8p", big) for w in ("jaxfit", "lm", "trf")}
-    print(
+        f" {b['minimal_lm_speedup']:.0f}x the SciPy loop\n"
         f"\npeak RSS of one fit above its baseline, 8p model, {big:.0e} points:\n"
-        + _harness.markdown_table(
-            ["solver", "baseline (MiB)", "fit peak above baseline (MiB)"],
-            [
-                [w, f"{v['baseline_mib']:.0f}", f"{v['fit_peak_mib']:.0f}"]
-                for w, v in memory.items()
-                if v is not None
-            ],
+        f"{peaks}"
+    )
+
+
+def plot(document: dict, path) -> Path:
+    """jaxfit / SciPy time per size (repeat and first call, log axis) for
+    each model, and the batch and memory ratios; red ticks: the targets."""
+    rows = document["sizes"]
+    plt = _harness.pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(17, 4.6), sharey=True)
+    for ax, name in zip(axes[:2], MODELS, strict=True):
+        chosen = [r for r in rows if r["model"] == name]
+        _harness.draw_bars(
+            ax,
+            {
+                "repeat call / scipy lm": [
+                    r["jaxfit_repeat"] / r["scipy_lm"] for r in chosen
+                ],
+                "first call / scipy lm": [
+                    r["jaxfit_first"] / r["scipy_lm"] for r in chosen
+                ],
+            },
+            [f"{r['m']:.0e}" for r in chosen],
+            targets={
+                "repeat call / scipy lm": [
+                    0.5 if r["m"] == 10**6 else None for r in chosen
+                ],
+                "first call / scipy lm": [
+                    2.0 if r["m"] >= 10**6 else None for r in chosen
+                ],
+            },
+            lines={"same as scipy lm": 1.0},
+            log=True,
         )
+        ax.set_title(f"{name} model: jaxfit.curve_fit time / SciPy's")
+        ax.set_xlabel("points")
+    axes[0].set_ylabel("time ratio (lower is better)")
+    b, memory = document["batch"], document.get("peak_rss_mib") or {}
+    labels, values, targets = [], [], []
+    if b:
+        labels += [f"{b['n_fits']} fits\n/ SciPy loop", "floor: minimal\nLM / SciPy"]
+        values += [
+            b["jaxfit_repeat"] / b["scipy_loop"],
+            b["minimal_lm"] / b["scipy_loop"],
+        ]
+        targets += [0.01, None]
+    for other in ("lm", "trf"):
+        if memory.get("jaxfit") and memory.get(other):
+            labels.append(f"peak RSS\n/ scipy {other}")
+            values.append(
+                memory["jaxfit"]["fit_peak_mib"] / memory[other]["fit_peak_mib"]
+            )
+            targets.append(1.0)
+    _harness.draw_bars(
+        axes[2],
+        {"jaxfit / SciPy": values},
+        labels,
+        targets={"jaxfit / SciPy": targets},
+        lines={"same as SciPy": 1.0},
+        log=True,
     )
-    tag = "quick" if args.quick else ""
-    _harness.write_json(
-        _harness.results_path("curve_fit", "json", tag=tag),
-        {"sizes": rows, "batch": b, "peak_rss_mib": memory, "quick": args.quick},
+    size = max(r["m"] for r in rows)
+    axes[2].set_title(
+        f"100-point fits batched; memory of one 8p fit, {size:.0e} points"
     )
-    categories = [f"{r['m']:.0e}" for r in rows if r["model"] == "3p"]
-    panels = {
-        f"{name} model": {
-            "jaxfit repeat / scipy lm": [
-                r["jaxfit_repeat"] / r["scipy_lm"] for r in rows if r["model"] == name
-            ],
-            "jaxfit first / scipy lm": [
-                r["jaxfit_first"] / r["scipy_lm"] for r in rows if r["model"] == name
-            ],
-        }
-        for name in MODELS
-    }
-    _harness.bar_chart(
-        _harness.results_path("curve_fit", "png", tag=tag),
-        panels,
-        categories,
-        ylabel="time ratio (lower is better)",
-        xlabel="points",
-        reference=1.0,
-        title="jaxfit.curve_fit vs scipy.optimize.curve_fit(method='lm')",
-    )
+    fig.suptitle("jaxfit.curve_fit vs scipy.optimize.curve_fit (red ticks: targets)")
+    return _harness.save_figure(fig, path)
 
 
 # ----------------------------------------------------------------------------
-# Entry point for benchmarks/run.py (reads back the JSON that main writes).
+# Entry points for benchmarks/run.py.
 
 
 def headline(document: dict) -> list[dict]:
@@ -594,11 +628,21 @@ def headline(document: dict) -> list[dict]:
 
 
 def benchmark(mode: str = "full") -> dict:
-    """Runs :func:`main` ("smoke" is "quick") and returns its headline rows."""
-    quick = mode != "full"
-    main(["--quick"] if quick else [])
-    return _harness.collect("curve_fit", "quick" if quick else "", headline)
+    """Entry point for ``benchmarks/run.py``: run, write JSON + PNG, return
+    the headline rows ("smoke" is "quick")."""
+    config = CONFIGS[mode]
+    results = run_benchmark(config)
+    print(report(results))
+    json_path = _harness.results_path("curve_fit", "json", tag=_harness.tag_of(mode))
+    _harness.write_json(json_path, {**results, "mode": mode, "config": config})
+    plot(json.loads(json_path.read_text()), json_path.with_suffix(".png"))
+    return _harness.collect("curve_fit", mode, headline)
+
+
+def main(argv=None) -> int:
+    """``python benchmarks/curve_fit.py [--quick]``: see run.py."""
+    return _harness.main("curve_fit", argv)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -20,12 +20,12 @@ The cases are timed in interleaved rounds; the table gives median times and
 the median per-round ratio of each mode to ``auto`` (> 1: slower than auto).
 Results go to ``benchmarks/results/jacobian-<machine>[-quick].json``/``.png``.
 
-    python benchmarks/jacobian.py [--quick]
+    python benchmarks/jacobian.py [--quick]   # = run.py --only jacobian
 """
 
 from __future__ import annotations
 
-import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -36,6 +36,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _harness
 
 MODES = ("auto", "forward", "reverse", "matrix_free")
+# (n, m) per problem. Reverse mode pulls back an m x m identity, so "tall"
+# stays moderate.
+FULL = {"tall": (6, 4000), "barely wide": (30, 20), "3x wide": (60, 20),
+        "wide": (2000, 20)}  # fmt: skip
+QUICK = FULL | {"tall": (6, 2000), "wide": (600, 20)}
+CONFIGS = {
+    "full": {"shapes": FULL, "repeats": 15},
+    "quick": {"shapes": QUICK, "repeats": 5},
+    "smoke": {"shapes": QUICK, "repeats": 5},
+}
 
 
 def tall_problem(m):
@@ -148,34 +158,9 @@ def run(problems, repeats):
     return rows
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smoke run (< 30 s)")
-    args = parser.parse_args(argv)
-    # Reverse mode pulls back an m x m identity, so "tall" stays moderate.
-    if args.quick:
-        shapes = {
-            "tall": (6, 2000),
-            "barely wide": (30, 20),
-            "3x wide": (60, 20),
-            "wide": (600, 20),
-        }
-        repeats = 5
-    else:
-        shapes = {
-            "tall": (6, 4000),
-            "barely wide": (30, 20),
-            "3x wide": (60, 20),
-            "wide": (2000, 20),
-        }
-        repeats = 15
-    problems = []
-    for label, (n, m) in shapes.items():
-        made = tall_problem(m) if label == "tall" else wide_problem(n, m)
-        problems.append((f"{label} (n={n}, m={m})", made, (n, m)))
-    rows = run(problems, repeats)
+def table(rows) -> str:
     fmt = _harness.format_seconds
-    table = _harness.markdown_table(
+    return _harness.markdown_table(
         ["problem", "auto picks", *MODES, *(f"{k} / auto" for k in MODES[1:])],
         [
             [
@@ -187,28 +172,22 @@ def main(argv=None):
             for r in rows
         ],
     )
-    print(table)
-    for r in rows:
-        ok = (
-            r["fastest"] == r["auto_picks"]
-            or r["ratio_to_auto"][r["fastest"]]["median"] >= 0.95
-        )  # within noise of the fastest
-        print(f"{r['problem']}: fastest {r['fastest']}, auto {'OK' if ok else 'NOT'}")
-    tag = "quick" if args.quick else ""
-    path = _harness.write_json(
-        _harness.results_path("jacobian", "json", tag=tag),
-        {"rows": rows, "quick": args.quick, "table": table},
-    )
-    _harness.bar_chart(
-        _harness.results_path("jacobian", "png", tag=tag),
+
+
+def plot(document: dict, path) -> Path:
+    """Each fixed mode's time of one LM step over auto's, per problem."""
+    rows = document["rows"]
+    panel = "median time of one LM step / auto's"
+    return _harness.bar_chart(
+        path,
         {
-            "median time of one LM step / auto": {
+            panel: {
                 k: [r["ratio_to_auto"][k]["median"] for r in rows] for k in MODES[1:]
             }
         },
         [r["problem"].split(" (")[0] for r in rows],
         errors={
-            "median time of one LM step / auto": {
+            panel: {
                 k: [
                     (r["ratio_to_auto"][k]["q1"], r["ratio_to_auto"][k]["q3"])
                     for r in rows
@@ -216,21 +195,21 @@ def main(argv=None):
                 for k in MODES[1:]
             }
         },
-        ylabel="time / auto (> 1: auto faster)",
+        ylabel="time / auto's (> 1: auto faster)",
         reference=1.0,
+        reference_label="auto",
         ncols=1,
         title="jaxfit Jacobian modes, one LM step (float64)",
     )
-    print(f"wrote {path}")
 
 
 # ----------------------------------------------------------------------------
-# Entry point for benchmarks/run.py (reads back the JSON that main writes).
+# Entry points for benchmarks/run.py.
 
 
 def headline(document: dict) -> list[dict]:
     """The rows of benchmarks/run.py's combined table: ``auto`` against the
-    fastest fixed mode; met as in main: auto picks it, or is within noise."""
+    fastest fixed mode; met if auto picks it, or is within noise of it."""
     rows = []
     for r in document["rows"]:
         fastest = r["fastest"]
@@ -250,11 +229,26 @@ def headline(document: dict) -> list[dict]:
 
 
 def benchmark(mode: str = "full") -> dict:
-    """Runs :func:`main` ("smoke" is "quick") and returns its headline rows."""
-    quick = mode != "full"
-    main(["--quick"] if quick else [])
-    return _harness.collect("jacobian", "quick" if quick else "", headline)
+    """Entry point for ``benchmarks/run.py``: run, write JSON + PNG, return
+    the headline rows ("smoke" is "quick")."""
+    config = CONFIGS[mode]
+    problems = []
+    for label, (n, m) in config["shapes"].items():
+        made = tall_problem(m) if label == "tall" else wide_problem(n, m)
+        problems.append((f"{label} (n={n}, m={m})", made, (n, m)))
+    rows = run(problems, config["repeats"])
+    print(table(rows))
+    json_path = _harness.results_path("jacobian", "json", tag=_harness.tag_of(mode))
+    _harness.write_json(json_path, {"rows": rows, "mode": mode})
+    plot(json.loads(json_path.read_text()), json_path.with_suffix(".png"))
+    print(f"wrote {json_path}")
+    return _harness.collect("jacobian", mode, headline)
+
+
+def main(argv=None) -> int:
+    """``python benchmarks/jacobian.py [--quick]``: see run.py."""
+    return _harness.main("jacobian", argv)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

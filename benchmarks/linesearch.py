@@ -34,7 +34,7 @@ last-bit differences (XLA's fusion or FMA choices, a 1-ulp change of the
 start) grow until the two paths part, after which the counts differ by up to
 about 15% either way, as Optax's own counts from starts 1 ulp apart do
 (Rosenbrock-100: 23788, 24673, 24001). So the ``sgd+*`` families are also
-solved from ``--starts`` starts (the given one and seeded random relative
+solved from several starts (``CONFIGS``: the given one and seeded random relative
 perturbations of 5%) and compared by the median over starts of the paired
 ratio of evaluations, jaxfit / Optax; L-BFGS takes the same steps in both
 (37 of 40 starts equal in a 10-start check per problem, the other 3 fewer
@@ -47,22 +47,26 @@ least-squares fit (200 x 50, condition number 1e3).
 
 Run::
 
-    python benchmarks/linesearch.py [--quick]
+    python benchmarks/linesearch.py [--quick]   # = run.py --only linesearch
 
 ``--quick`` (< 30 s) runs Rosenbrock-100 and Kowalik-Osborne with fewer
 repeats, starts and a lower step cap for gradient descent, writing
 ``linesearch-<machine>-quick.json``/``.png``; the full run writes
-``linesearch-<machine>.json``/``.png`` in ``benchmarks/results/``.
+``linesearch-<machine>.json``/``.png`` in ``benchmarks/results/``. The JSON
+keeps, per solver and problem, the median and quartiles of its times and of
+its evaluations over the starts, not every sample.
 """
 
 from __future__ import annotations
 
-import argparse
+import json
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _harness
 import jax
 import jax.numpy as jnp
@@ -398,25 +402,38 @@ def table(rows):
 
 
 def _over_starts(ours, theirs):
-    """Evaluations over the starts: medians and paired ratios jaxfit / Optax."""
+    """Evaluations over the starts: medians and paired ratios jaxfit / Optax
+    (median, quartiles and range of the per-start ratios)."""
     a = np.array(ours["evaluations"], float)
     b = np.array(theirs["evaluations"], float)
-    ratios = a / b
+    ratios = _harness.spread([float(r) for r in a / b])
     return {
         "starts": len(a),
         "reached_jaxfit": sum(ours["reached"]),
         "reached_optax": sum(theirs["reached"]),
         "evaluations_median_jaxfit": float(np.median(a)),
         "evaluations_median_optax": float(np.median(b)),
-        "evaluations_ratio_median": float(np.median(ratios)),
-        "evaluations_ratio_min": float(ratios.min()),
-        "evaluations_ratio_max": float(ratios.max()),
+        **{f"evaluations_ratio_{key}": value for key, value in ratios.items()},
         "jaxfit_fewer_equal_more": [
             int(np.sum(a < b)),
             int(np.sum(a == b)),
             int(np.sum(a > b)),
         ],
     }
+
+
+def summarize_starts(row: dict) -> dict:
+    """``row`` with its per-start lists replaced by their summary: the
+    number of starts, how many reached the tolerance, and the median,
+    quartiles and range of the evaluations (and the median of the steps)."""
+    if "starts" not in row:
+        return row
+    starts = row["starts"]
+    evaluations = _harness.spread([float(e) for e in starts["evaluations"]])
+    summary = {"count": len(starts["evaluations"]), "reached": sum(starts["reached"])}
+    summary |= {f"evaluations_{key}": value for key, value in evaluations.items()}
+    summary["steps_median"] = float(np.median(starts["steps"]))
+    return row | {"starts": summary}
 
 
 def starts_table(summary):
@@ -483,17 +500,20 @@ def comparisons(rows):
     return lines
 
 
-def plot(path, rows, summary):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def plot(document: dict, path) -> Path:
+    """Evaluations and time to tolerance per problem and solver (log axes,
+    hatched: not reached), and the gradient-descent evaluations jaxfit /
+    Optax over the starts (median, whiskers from min to max)."""
+    rows, summary = document["rows"], document["comparisons"]
     problems = list(dict.fromkeys(row["problem"] for row in rows))
     methods = list(dict.fromkeys(row["method"] for row in rows))
     by_key = {(row["problem"], row["method"]): row for row in rows}
-    fig, axes = plt.subplots(1, 3, figsize=(19, 4.5))
-    width = 0.8 / len(methods)
+    plt = _harness.pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(19, 4.8))
+    hatches = {
+        m: [None if by_key[(p, m)]["reached"] else "//" for p in problems]
+        for m in methods
+    }
     for ax, (label, get) in zip(
         axes[:2],
         [
@@ -502,15 +522,16 @@ def plot(path, rows, summary):
         ],
         strict=True,
     ):
-        for index, method in enumerate(methods):
-            offsets = [i - 0.4 + width * (index + 0.5) for i in range(len(problems))]
-            values = [get(by_key[(p, method)]) for p in problems]
-            hatch = [None if by_key[(p, method)]["reached"] else "//" for p in problems]
-            bars = ax.bar(offsets, values, width, label=method)
-            for bar, h in zip(bars, hatch, strict=True):
-                bar.set_hatch(h)
-        ax.set_yscale("log")
-        ax.set_xticks(range(len(problems)), problems, fontsize="small")
+        _harness.draw_bars(
+            ax,
+            {m: [get(by_key[(p, m)]) for p in problems] for m in methods},
+            problems,
+            hatches=hatches,
+            log=True,
+            value_labels=False,
+            legend=False,
+        )
+        ax.tick_params(axis="x", labelsize="small")
         ax.set_title(label + " (hatched: not reached)")
     # Over several starts: median paired ratio, whiskers from min to max.
     ax = axes[2]
@@ -527,7 +548,9 @@ def plot(path, rows, summary):
         low = median - [line["evaluations_ratio_min"] for line in lines]
         high = [line["evaluations_ratio_max"] for line in lines] - median
         ax.errorbar(offsets, median, yerr=[low, high], fmt="o", capsize=4, label=family)
-    ax.axhline(1.0, color="gray", linewidth=0.8)
+    ax.axhline(
+        1.0, color="black", linestyle="--", linewidth=1, label="target: <= 1 (Optax)"
+    )
     ax.set_xticks(range(len(problems)), problems, fontsize="small")
     starts = multi[0]["starts"] if multi else 0
     ax.set_title(f"evaluations jaxfit / Optax over {starts} starts (median, range)")
@@ -536,69 +559,30 @@ def plot(path, rows, summary):
     fig.legend(
         handles, labels, loc="lower center", ncols=len(methods), fontsize="small"
     )
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _harness.save_figure(fig, path, rect=(0, 0.08, 1, 1))
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="CI-sized run (< 30 s)")
-    parser.add_argument(
-        "--starts",
-        type=int,
-        default=None,
-        help="starts for the sgd+* families (default 20; 5 with --quick)",
-    )
-    args = parser.parse_args(argv)
-    if args.quick:
-        names, repeats, target_s, tag = QUICK_PROBLEMS, 5, 0.02, "quick"
-        lbfgs_cap, gd_cap, starts = 2000, 1000, 5
-    else:
-        names, repeats, target_s, tag = list(PROBLEMS), 9, 0.2, ""
-        lbfgs_cap, gd_cap, starts = 5000, 20000, 20
-    if args.starts is not None:
-        if args.starts < 1:
-            parser.error("--starts must be >= 1")
-        starts = args.starts
-    with jax.enable_x64(True):
-        rows = run(
-            names,
-            repeats=repeats,
-            target_s=target_s,
-            lbfgs_cap=lbfgs_cap,
-            gd_cap=gd_cap,
-            starts=starts,
-        )
-    summary = comparisons(rows)
-    info = _harness.machine_info()
-    print(
-        f"# Line searches, float64, on {info['cpu_model']} "
-        f"({info['cpus_available']} CPUs, {info['backend']})\n"
-    )
-    print(table(rows))
-    print(f"\n## Gradient descent over {starts} starts (evaluations)\n")
-    print(starts_table(summary))
-    print()
-    for line in summary:
-        print(line)
-    json_path = _harness.results_path("linesearch", "json", tag=tag)
-    _harness.write_json(json_path, {"rows": rows, "comparisons": summary})
-    png_path = plot(_harness.results_path("linesearch", "png", tag=tag), rows, summary)
-    print(f"\nwrote {json_path} and {png_path}")
+CONFIGS = {
+    "full": {
+        "problems": list(PROBLEMS), "repeats": 9, "target_s": 0.2,
+        "lbfgs_cap": 5000, "gd_cap": 20000, "starts": 20,
+    },
+    "quick": {
+        "problems": list(QUICK_PROBLEMS), "repeats": 5, "target_s": 0.02,
+        "lbfgs_cap": 2000, "gd_cap": 1000, "starts": 5,
+    },
+}  # fmt: skip
+CONFIGS["smoke"] = CONFIGS["quick"]
 
 
 # ----------------------------------------------------------------------------
-# Entry point for benchmarks/run.py (reads back the JSON that main writes).
+# Entry points for benchmarks/run.py.
 
 
 def headline(document: dict) -> list[dict]:
     """The rows of benchmarks/run.py's combined table, with the issue's
     targets: no more evaluations than Optax, faster than SciPy once compiled."""
     row = _harness.headline_row
-    by_key = {(r["problem"], r["method"]): r for r in document["rows"]}
     rows = []
     for line in document["comparisons"]:
         problem, family = line["problem"], line["family"]
@@ -623,13 +607,14 @@ def headline(document: dict) -> list[dict]:
             )
         elif "starts" in line:
             # Paired ratios over the starts, with their quartiles.
-            ours = by_key[(problem, f"jaxfit {family}")]["starts"]["evaluations"]
-            theirs = by_key[(problem, f"optax {family}")]["starts"]["evaluations"]
+            ratio = {
+                key: line[f"evaluations_ratio_{key}"] for key in ("median", "q1", "q3")
+            }
             rows.append(
                 row(
                     f"{problem}, {family}, {line['starts']} starts",
                     f"optax {family}",
-                    _harness.paired_ratio(ours, theirs),
+                    ratio,
                     metric="evaluations",
                     target=1.0,
                 )
@@ -638,11 +623,46 @@ def headline(document: dict) -> list[dict]:
 
 
 def benchmark(mode: str = "full") -> dict:
-    """Runs :func:`main` ("smoke" is "quick") and returns its headline rows."""
-    quick = mode != "full"
-    main(["--quick"] if quick else [])
-    return _harness.collect("linesearch", "quick" if quick else "", headline)
+    """Entry point for ``benchmarks/run.py``: run, write JSON + PNG, return
+    the headline rows ("smoke" is "quick")."""
+    config = CONFIGS[mode]
+    with jax.enable_x64(True):
+        rows = run(
+            config["problems"],
+            repeats=config["repeats"],
+            target_s=config["target_s"],
+            lbfgs_cap=config["lbfgs_cap"],
+            gd_cap=config["gd_cap"],
+            starts=config["starts"],
+        )
+    summary = comparisons(rows)
+    info = _harness.machine_info()
+    print(
+        f"# Line searches, float64, on {info['cpu_model']} "
+        f"({info['cpus_available']} CPUs, {info['backend']})\n"
+    )
+    print(table(rows))
+    print(f"\n## Gradient descent over {config['starts']} starts (evaluations)\n")
+    print(starts_table(summary))
+    json_path = _harness.results_path("linesearch", "json", tag=_harness.tag_of(mode))
+    _harness.write_json(
+        json_path,
+        {
+            "mode": mode,
+            "config": config,
+            "rows": [summarize_starts(row) for row in rows],
+            "comparisons": summary,
+        },
+    )
+    png_path = plot(json.loads(json_path.read_text()), json_path.with_suffix(".png"))
+    print(f"\nwrote {json_path} and {png_path}")
+    return _harness.collect("linesearch", mode, headline)
+
+
+def main(argv=None) -> int:
+    """``python benchmarks/linesearch.py [--quick]``: see run.py."""
+    return _harness.main("linesearch", argv)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -3,24 +3,30 @@
 Each module named in ``MODULES`` is imported and its ``benchmark(mode)``
 entry point called, one after the other in this process. Every module
 measures jaxfit and its competitors side by side, prints its own tables and
-writes its own ``benchmarks/results/<name>-<machine>[-quick].{json,png}``;
-it returns headline rows (jaxfit / competitor ratios, with the targets set
-in the issues), which are printed here as one table and written, with every
-module's full results and the machine's description, to
-``benchmarks/results/<machine>[-quick].json``.
+writes its own ``benchmarks/results/<name>-<machine>[-quick|-smoke].{json,png}``
+(medians and quartiles, no raw samples); it returns headline rows (jaxfit /
+competitor ratios, with the targets set in the issues), which are printed
+here as one table and written, with the machine's description and the name
+of each module's own file (``json``, ``png``), to
+``benchmarks/results/<machine>[-quick|-smoke].json``. That combined file
+holds only the headline rows: the full results are in the modules' files.
 
 Run::
 
     python benchmarks/run.py [--quick | --smoke] [--only autodiff,jacobian]
-    python benchmarks/run.py --table [--quick]  # re-print the last table
+    python benchmarks/run.py --table [--quick]   # re-print the last table
+    python benchmarks/run.py --replot [--only curve_fit]  # PNGs from the JSON
+    python benchmarks/autodiff.py [--quick]      # the same as --only autodiff
 
 ``--quick`` is the CI-sized run of every module (a few minutes on 2 CPU
-cores); the full run takes about 15 minutes there. ``--smoke`` runs modules
-that have a smoke size (``autodiff``) at that size and the others at their
-quick size; the tests use it to keep this runner working. ``--only`` runs
-some modules and merges their results into the existing combined file of the
-same mode. ``--out-dir`` writes every file (the modules' too) elsewhere.
-Quick and smoke results are not committed (``.gitignore``).
+cores); the full run takes about 30 minutes there. ``--smoke`` runs modules
+that have a smoke size (``autodiff``, ``accuracy``) at that size and the
+others at their quick size; the tests use it to keep this runner working.
+``--only`` runs some modules and merges their headline rows into the
+existing combined file of the same mode. ``--replot`` redraws the modules'
+PNGs from their stored JSON (after a change of a ``plot`` function) and runs
+nothing. ``--out-dir`` reads and writes every file (the modules' too)
+elsewhere. Quick and smoke results are not committed (``.gitignore``).
 
 Ratios are "measured / competitor" in the row's metric: for times and
 evaluations lower is better, for throughput (samples/s) higher is better; the
@@ -71,19 +77,28 @@ def run_modules(names, mode: str) -> dict[str, dict]:
             result = module.benchmark(mode)
         except (Exception, SystemExit):  # report it and go on
             result = {"benchmark": name, "error": traceback.format_exc()}
+            result["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
             print(result["error"], file=sys.stderr, flush=True)
-        result["elapsed_s"] = time.perf_counter() - start
-        result["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        result["elapsed_s"] = round(time.perf_counter() - start, 1)
         print(f"\n{name}: {result['elapsed_s']:.0f} s", file=sys.stderr, flush=True)
         results[name] = result
     return results
 
 
-def _ratio(row: dict) -> str:
-    text = f"{row['ratio']:.3g}"
-    if row.get("q1") is not None and row.get("q3") is not None:
-        text += f" ({row['q1']:.3g}-{row['q3']:.3g})"
-    return text
+def replot(names, mode: str) -> int:
+    """Redraws each module's PNG from its stored JSON; runs nothing."""
+    missing = 0
+    for name in names:
+        json_path = _harness.results_path(name, "json", tag=_harness.tag_of(mode))
+        if not json_path.exists():
+            print(f"{name}: no results at {json_path}", file=sys.stderr)
+            missing += 1
+            continue
+        png_path = json_path.with_suffix(".png")
+        module = importlib.import_module(name)
+        module.plot(json.loads(json_path.read_text()), png_path)
+        print(f"wrote {png_path}")
+    return 1 if missing else 0
 
 
 def _met(row: dict) -> str:
@@ -110,7 +125,7 @@ def headline_table(benchmarks: dict[str, dict]) -> str:
                     row["measured"],
                     row["competitor"],
                     row["metric"],
-                    _ratio(row),
+                    _harness.row_ratio(row),
                     row.get("target_text") or "-",
                     _met(row),
                 ]
@@ -165,6 +180,11 @@ def main(argv=None) -> int:
         action="store_true",
         help="print the table of the last combined results; run nothing",
     )
+    parser.add_argument(
+        "--replot",
+        action="store_true",
+        help="redraw the PNGs from the stored JSON results; run nothing",
+    )
     args = parser.parse_args(argv)
     mode = "quick" if args.quick else "smoke" if args.smoke else "full"
     names = list(MODULES)
@@ -182,16 +202,18 @@ def main(argv=None) -> int:
             parser.error(f"no results at {path}; run the benchmarks first")
         print_report(json.loads(path.read_text()))
         return 0
+    if args.replot:
+        return replot(names, mode)
 
     start = time.perf_counter()
     results = run_modules(names, mode)
     elapsed = time.perf_counter() - start
     benchmarks = {}
     if args.only and path.exists():
-        # Keep the other modules' last results of the same mode.
+        # Keep the other modules' last headline rows of the same mode.
         previous = json.loads(path.read_text())
         benchmarks = {
-            name: result
+            name: {key: value for key, value in result.items() if key != "results"}
             for name, result in previous.get("benchmarks", {}).items()
             if name in MODULES
         }
@@ -202,7 +224,7 @@ def main(argv=None) -> int:
         {
             "mode": mode,
             "modules_run": names,
-            "elapsed_s": elapsed,
+            "elapsed_s": round(elapsed, 1),
             "benchmarks": benchmarks,
         },
     )

@@ -50,7 +50,7 @@ budget plus a constant, the same for 1 and 8 GiB.
 
 Run::
 
-    python benchmarks/streaming.py [--quick] [--out-dir DIR]
+    python benchmarks/streaming.py [--quick]   # = run.py --only streaming
 
 A full run takes about 4 minutes on 2 busy CPU cores (writing the 8 GiB
 memmap and streaming it twice is about half of it). ``--quick`` is a CI-sized
@@ -60,7 +60,6 @@ memmaps) that writes ``streaming-<machine>-quick.json``/``.png`` instead.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
 import gc
@@ -76,6 +75,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _harness
 import jax
 import jax.numpy as jnp
@@ -113,6 +113,7 @@ QUICK = Config(
     target_batch=1024, rss_sizes=(64 * MIB,),
     rss_budgets=(2 * MIB, 4 * MIB, 8 * MIB), rss_batch=2**14, rss_max_s=10.0,
 )  # fmt: skip
+CONFIGS = {"full": FULL, "quick": QUICK, "smoke": QUICK}
 
 
 # ----------------------------------------------------------------------------
@@ -288,7 +289,9 @@ def _throughput_record(samples, rows, **fields) -> dict:
         **fields,
         "rows_per_call": rows,
         "times": times,
-        "samples_per_s": {n: rows / t["median_s"] for n, t in times.items()},
+        "samples_per_s": {
+            n: _harness.significant(rows / t["median_s"]) for n, t in times.items()
+        },
     }
 
 
@@ -510,10 +513,6 @@ def _rate(value: float) -> str:
     return f"{value / 1e6:.2f} M/s"
 
 
-def _ratio(r: dict) -> str:
-    return f"{r['median']:.2f} ({r['q1']:.2f}-{r['q3']:.2f})"
-
-
 def table(throughput: list[dict]) -> str:
     headers = [
         "model", "batch", "jaxfit", "loop", "scan",
@@ -529,8 +528,8 @@ def table(throughput: list[dict]) -> str:
                 _rate(rate["jaxfit"]),
                 _rate(rate["loop"]),
                 _rate(rate["scan"]),
-                _ratio(r["speedup"]["loop"]),
-                _ratio(r["speedup"]["scan"]),
+                _harness.format_ratio(r["speedup"]["loop"], ".2f"),
+                _harness.format_ratio(r["speedup"]["scan"], ".2f"),
                 f"{r['first_call_s']['jaxfit']:.2f} / "
                 f"{r['first_call_s']['scan']:.2f} s",
             ]
@@ -550,8 +549,8 @@ def memmap_table(records: list[dict]) -> str:
             _rate(r["samples_per_s"]["memmap"]),
             _rate(r["samples_per_s"]["in_memory"]),
             _rate(r["samples_per_s"]["in_memory_default"]),
-            _ratio(r["ratio"]["in_memory"]),
-            _ratio(r["ratio"]["in_memory_default"]),
+            _harness.format_ratio(r["ratio"]["in_memory"], ".2f"),
+            _harness.format_ratio(r["ratio"]["in_memory_default"], ".2f"),
         ]
         for r in records
     ]
@@ -583,54 +582,54 @@ def rss_table(records: list[dict]) -> str:
     return _harness.markdown_table(headers, rows)
 
 
-def verdict(throughput, memmap, rss, config: Config) -> str:
-    lines = []
-    for r in throughput:
-        if r["batch_size"] != config.target_batch:
-            continue
-        loop = r["speedup"]["loop"]["median"]
-        scan = r["speedup"]["scan"]["median"]
-        lines.append(
-            f"{r['model']} @ batch {r['batch_size']}: jaxfit/loop {loop:.1f}x "
-            f"(target >= 30: {'met' if loop >= 30 else 'NOT met'}), "
-            f"jaxfit/scan {scan:.2f}x "
-            f"(target >= 0.9: {'met' if scan >= 0.9 else 'NOT met'})"
-        )
-    for r in memmap:
-        same = r["ratio"]["in_memory"]["median"]
-        default = r["ratio"]["in_memory_default"]["median"]
-        lines.append(
-            f"{r['model']} memmap / in memory: {same:.2f} same budget, "
-            f"{default:.2f} default budget "
-            f"(target >= 0.8: {'met' if min(same, default) >= 0.8 else 'NOT met'})"
-        )
-    for r in rss:
-        ratio = r["growth_after_warmup_bytes"] / r["chunk_bytes"]
-        lines.append(
-            f"RssAnon growth after warm-up, {r['data_bytes'] / GIB:.3g} GiB "
-            f"{'shuffled' if r['shuffle'] else 'in order'}, chunk_bytes "
-            f"{r['chunk_bytes'] / MIB:.0f} MiB: {ratio:.2f}x the budget "
-            f"(target <= 1.25: {'met' if ratio <= 1.25 else 'NOT met'})"
-        )
-    return "\n".join(lines)
-
-
-def plot(throughput: list[dict], config: Config, path) -> None:
-    panels = {}
-    for key, model in MODELS.items():
+def plot(document: dict, path) -> Path:
+    """Samples/s of the three drivers per batch size (top), and jaxfit's
+    speed-up over the loop and the scan (bottom; red ticks: the targets at
+    the target batch), one column per model."""
+    throughput = document["throughput"]
+    target_batch = document["config"]["target_batch"]
+    plt = _harness.pyplot()
+    fig, axes = plt.subplots(2, len(MODELS), figsize=(6.5 * len(MODELS), 8))
+    for column, (key, model) in enumerate(MODELS.items()):
         chosen = [r for r in throughput if r["model"] == key]
-        panels[model.label] = {
-            name: [r["samples_per_s"][name] / 1e6 for r in chosen]
-            for name in ("jaxfit", "loop", "scan")
-        }
-    _harness.bar_chart(
-        path,
-        panels,
-        [str(b) for b in config.batch_sizes],
-        xlabel="batch size",
-        ylabel="million samples / s",
-        title=f"Streaming throughput, {config.num_points} points (higher is better)",
-    )
+        batches = [str(r["batch_size"]) for r in chosen]
+        top, bottom = axes[0, column], axes[1, column]
+        _harness.draw_bars(
+            top,
+            {
+                name: [r["samples_per_s"][name] / 1e6 for r in chosen]
+                for name in ("jaxfit", "loop", "scan")
+            },
+            batches,
+        )
+        top.set_title(f"{model.label}: throughput (higher is better)")
+        top.set_ylabel("million samples / s")
+        series = {"jaxfit / loop": "loop", "jaxfit / scan": "scan"}
+        targets = {"loop": 30.0, "scan": 0.9}
+        _harness.draw_bars(
+            bottom,
+            {s: [r["speedup"][o]["median"] for r in chosen] for s, o in series.items()},
+            batches,
+            errors={
+                s: [(r["speedup"][o]["q1"], r["speedup"][o]["q3"]) for r in chosen]
+                for s, o in series.items()
+            },
+            targets={
+                s: [
+                    targets[o] if r["batch_size"] == target_batch else None
+                    for r in chosen
+                ]
+                for s, o in series.items()
+            },
+            lines={"same samples/s": 1.0},
+            log=True,
+        )
+        bottom.set_title(f"{model.label}: jaxfit's speed-up (samples/s ratio)")
+        bottom.set_ylabel("jaxfit / other")
+        bottom.set_xlabel("batch size")
+    num_points = document["config"]["num_points"]
+    fig.suptitle(f"Streaming, {num_points} points (red ticks: targets)")
+    return _harness.save_figure(fig, path)
 
 
 def run_benchmark(config: Config) -> dict:
@@ -665,63 +664,8 @@ def run_benchmark(config: Config) -> dict:
     return {"throughput": throughput, "memmap": memmap, "rss": rss}
 
 
-def main(argv=None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] == "--rss-child":
-        directory, chunk_bytes, batch, max_s, shuffle = argv[1:6]
-        rss_child(
-            directory, int(chunk_bytes), int(batch), float(max_s), bool(int(shuffle))
-        )
-        return
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--quick", action="store_true", help="CI-sized smoke run (< 60 s)"
-    )
-    parser.add_argument(
-        "--out-dir", default=None, help="where to write JSON and PNG results"
-    )
-    args = parser.parse_args(argv)
-    config = QUICK if args.quick else FULL
-    tag = "quick" if args.quick else ""
-
-    start = time.perf_counter()
-    print(f"machine: {_harness.machine_slug()}", file=sys.stderr)
-    results = run_benchmark(config)
-    elapsed = time.perf_counter() - start
-
-    print(table(results["throughput"]))
-    print()
-    print(memmap_table(results["memmap"]))
-    print()
-    print(rss_table(results["rss"]))
-    print()
-    print(verdict(results["throughput"], results["memmap"], results["rss"], config))
-    json_path = _harness.results_path(
-        "streaming", "json", tag=tag, out_dir=args.out_dir
-    )
-    png_path = json_path.with_suffix(".png")
-    _harness.write_json(
-        json_path,
-        {
-            "benchmark": "streaming",
-            "description": "samples/s of jaxfit.fit vs a hand-written Optax "
-            "Python loop of jitted steps and a hand-written lax.scan per epoch "
-            "(chain(clip_by_global_norm(1.0), adam(1e-3))); speedups are "
-            "medians of per-round time ratios (other / jaxfit, higher is "
-            "better for jaxfit); memmap vs in-memory fit; peak RssAnon growth "
-            "while streaming memmaps in a fresh process",
-            "config": dataclasses.asdict(config) | {"quick": args.quick},
-            "jaxfit_version": jaxfit.__version__,
-            "elapsed_s": elapsed,
-            **results,
-        },
-    )
-    plot(results["throughput"], config, png_path)
-    print(f"\nwrote {json_path} and {png_path.name} in {elapsed:.0f} s")
-
-
 # ----------------------------------------------------------------------------
-# Entry point for benchmarks/run.py (reads back the JSON that main writes).
+# Entry points for benchmarks/run.py.
 
 
 def headline(document: dict) -> list[dict]:
@@ -786,11 +730,54 @@ def headline(document: dict) -> list[dict]:
 
 
 def benchmark(mode: str = "full") -> dict:
-    """Runs :func:`main` ("smoke" is "quick") and returns its headline rows."""
-    quick = mode != "full"
-    main(["--quick"] if quick else [])
-    return _harness.collect("streaming", "quick" if quick else "", headline)
+    """Entry point for ``benchmarks/run.py``: run, write JSON + PNG, return
+    the headline rows ("smoke" is "quick")."""
+    config = CONFIGS[mode]
+    start = time.perf_counter()
+    print(f"machine: {_harness.machine_slug()}", file=sys.stderr)
+    results = run_benchmark(config)
+    elapsed = time.perf_counter() - start
+
+    print(table(results["throughput"]))
+    print()
+    print(memmap_table(results["memmap"]))
+    print()
+    print(rss_table(results["rss"]))
+    json_path = _harness.results_path("streaming", "json", tag=_harness.tag_of(mode))
+    png_path = json_path.with_suffix(".png")
+    _harness.write_json(
+        json_path,
+        {
+            "benchmark": "streaming",
+            "description": "samples/s of jaxfit.fit vs a hand-written Optax "
+            "Python loop of jitted steps and a hand-written lax.scan per epoch "
+            "(chain(clip_by_global_norm(1.0), adam(1e-3))); speedups are "
+            "medians of per-round time ratios (other / jaxfit, higher is "
+            "better for jaxfit); memmap vs in-memory fit; peak RssAnon growth "
+            "while streaming memmaps in a fresh process",
+            "config": dataclasses.asdict(config) | {"mode": mode},
+            "jaxfit_version": jaxfit.__version__,
+            "elapsed_s": round(elapsed, 1),
+            **results,
+        },
+    )
+    plot(json.loads(json_path.read_text()), png_path)
+    print(f"\nwrote {json_path} and {png_path.name} in {elapsed:.0f} s")
+    return _harness.collect("streaming", mode, headline)
+
+
+def main(argv=None) -> int:
+    """``python benchmarks/streaming.py [--quick]``: see run.py (or, with
+    ``--rss-child``, the child process of a memory measurement)."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "--rss-child":
+        directory, chunk_bytes, batch, max_s, shuffle = argv[1:6]
+        rss_child(
+            directory, int(chunk_bytes), int(batch), float(max_s), bool(int(shuffle))
+        )
+        return 0
+    return _harness.main("streaming", argv)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

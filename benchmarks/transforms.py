@@ -28,23 +28,25 @@ target is <= 1) with its interquartile range. Results are written to
 
 Run::
 
-    python benchmarks/transforms.py [--quick] [--totals N ...] [--leaves N ...]
+    python benchmarks/transforms.py [--quick]   # = run.py --only transforms
 
 A full run (2**20 parameters) takes about 3 minutes on 2 busy CPU cores, most
-of it compiling the 1000-leaf steps. ``--quick`` is a CI-sized smoke run
-(< 30 s: 2**16 parameters, 1/10/100 leaves, fewer repeats) that writes
-``transforms-<machine>-quick.json``/``.png`` instead.
+of it compiling the 1000-leaf steps. ``--quick`` (and ``--smoke``) is a
+CI-sized run (< 30 s: 2**16 parameters, 1/10/100 leaves, fewer repeats) that
+writes ``transforms-<machine>-quick.json``/``.png`` instead.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
+import json
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _harness
 import jax
 import jax.numpy as jnp
@@ -102,9 +104,9 @@ class Config:
 
 
 # Compiling one 1000-leaf step takes 10-30 s on 2 cores (most of a full run),
-# so the full run has one total size (add a small, dispatch-bound one with
-# ``--totals 1048576 4096``, about twice as long) and the smoke run stops at
-# 100 leaves.
+# so the full run has one total size (a small, dispatch-bound one, say
+# ``totals=(2**20, 4096)``, makes it about twice as long) and the quick run
+# stops at 100 leaves.
 FULL = Config(
     totals=(2**20,), leaves=(1, 100, 1000), repeats=9, target_s=0.05,
     scan_steps=64,
@@ -112,6 +114,7 @@ FULL = Config(
 QUICK = Config(
     totals=(2**16,), leaves=(1, 10, 100), repeats=3, target_s=0.01, scan_steps=16
 )
+CONFIGS = {"full": FULL, "quick": QUICK, "smoke": QUICK}
 
 
 def leaf_shapes(total: int, leaves: int) -> list[tuple[int]]:
@@ -298,119 +301,41 @@ def table(records: list[dict]) -> str:
             for name in VARIANTS
         ]
         row += [
-            f"{r['median']:.2f} ({r['q1']:.2f}-{r['q3']:.2f})"
-            for r in record["ratio_to_optax"].values()
+            _harness.format_ratio(r, ".2f") for r in record["ratio_to_optax"].values()
         ]
         rows.append(row)
     return _harness.markdown_table(headers, rows)
 
 
-def verdict(records: list[dict]) -> str:
-    lines = []
-    for name, variant in VARIANTS.items():
-        if name == BASELINE:
-            continue
-        ratios = [
-            (r["ratio_to_optax"][name]["median"], r["total"], r["leaves"], r["mode"])
-            for r in records
-        ]
-        within = sum(ratio <= 1.0 for ratio, *_ in ratios)
-        worst = max(ratios)
-        best = min(ratios)
-        lines.append(
-            f"{variant.label}/optax <= 1.0 in {within}/{len(ratios)} cases; "
-            f"worst {worst[0]:.2f} (total={worst[1]}, leaves={worst[2]}, "
-            f"{worst[3]}), best {best[0]:.2f} (total={best[1]}, "
-            f"leaves={best[2]}, {best[3]})"
-        )
-    return "\n".join(lines)
-
-
-def plot(records: list[dict], config: Config, path) -> None:
+def plot(document: dict, path) -> Path:
+    """Time per step over Optax's, per leaf count, one panel per total size
+    and mode (loop, scan), with the target (<= 1) drawn."""
+    records, totals = document["results"], document["config"]["totals"]
+    leaves = document["config"]["leaves"]
+    others = [n for n in VARIANTS if n != BASELINE]
     panels, errors = {}, {}
-    for total in config.totals:
+    for total in totals:
         for mode in ("loop", "scan"):
             panel = f"{mode}, total {total} float32"
             chosen = [r for r in records if r["total"] == total and r["mode"] == mode]
-            panels[panel] = {
-                f"{VARIANTS[n].label} / optax": [
-                    r["ratio_to_optax"][n]["median"] for r in chosen
-                ]
-                for n in VARIANTS
-                if n != BASELINE
-            }
+            ratios = {n: [r["ratio_to_optax"][n] for r in chosen] for n in others}
+            label = {n: f"{VARIANTS[n].label} / optax" for n in others}
+            panels[panel] = {label[n]: [r["median"] for r in ratios[n]] for n in others}
             errors[panel] = {
-                f"{VARIANTS[n].label} / optax": [
-                    (r["ratio_to_optax"][n]["q1"], r["ratio_to_optax"][n]["q3"])
-                    for r in chosen
-                ]
-                for n in VARIANTS
-                if n != BASELINE
+                label[n]: [(r["q1"], r["q3"]) for r in ratios[n]] for n in others
             }
-    _harness.bar_chart(
+    return _harness.bar_chart(
         path,
         panels,
-        [str(leaves) for leaves in config.leaves],
+        [str(count) for count in leaves],
         errors=errors,
         xlabel="leaves (same total size)",
         ylabel="time per step / Optax's",
-        title="chain(clip_by_global_norm, adam): ratio to Optax (lower is better)",
+        title="chain(clip_by_global_norm, adam): time per step over Optax's "
+        "(lower is better)",
         reference=1.0,
+        reference_label="target: <= 1 (Optax)",
     )
-
-
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--quick", action="store_true", help="CI-sized smoke run (< 30 s)"
-    )
-    parser.add_argument(
-        "--out-dir", default=None, help="where to write JSON and PNG results"
-    )
-    parser.add_argument(
-        "--totals", type=int, nargs="+", help="total parameter counts to run"
-    )
-    parser.add_argument("--leaves", type=int, nargs="+", help="leaf counts to run")
-    args = parser.parse_args(argv)
-    config = QUICK if args.quick else FULL
-    if args.totals:
-        config = dataclasses.replace(config, totals=tuple(args.totals))
-    if args.leaves:
-        config = dataclasses.replace(config, leaves=tuple(args.leaves))
-    tag = "quick" if args.quick else ""
-
-    start = time.perf_counter()
-    print(f"machine: {_harness.machine_slug()}", file=sys.stderr)
-    records = run_benchmark(config)
-    elapsed = time.perf_counter() - start
-
-    print(table(records))
-    print()
-    print(verdict(records))
-    json_path = _harness.results_path(
-        "transforms", "json", tag=tag, out_dir=args.out_dir
-    )
-    png_path = json_path.with_suffix(".png")
-    _harness.write_json(
-        json_path,
-        {
-            "benchmark": "transforms",
-            "description": "per-step time of chain(clip_by_global_norm(1.0), "
-            "adam(1e-3)): tx.update + apply_updates, jitted; ratios are "
-            "medians of per-round ratios to optax (lower is better)",
-            "variants": {n: v.label for n, v in VARIANTS.items()},
-            "config": dataclasses.asdict(config) | {"quick": args.quick},
-            "jaxfit_version": jaxfit.__version__,
-            "elapsed_s": elapsed,
-            "results": records,
-        },
-    )
-    plot(records, config, png_path)
-    print(f"\nwrote {json_path} and {png_path.name} in {elapsed:.0f} s")
-
-
-# ----------------------------------------------------------------------------
-# Entry point for benchmarks/run.py (reads back the JSON that main writes).
 
 
 def headline(document: dict) -> list[dict]:
@@ -438,11 +363,40 @@ def headline(document: dict) -> list[dict]:
 
 
 def benchmark(mode: str = "full") -> dict:
-    """Runs :func:`main` ("smoke" is "quick") and returns its headline rows."""
-    quick = mode != "full"
-    main(["--quick"] if quick else [])
-    return _harness.collect("transforms", "quick" if quick else "", headline)
+    """Entry point for ``benchmarks/run.py``: run, write JSON + PNG, return
+    the headline rows ("smoke" is "quick")."""
+    config = CONFIGS[mode]
+    start = time.perf_counter()
+    print(f"machine: {_harness.machine_slug()}", file=sys.stderr)
+    records = run_benchmark(config)
+    elapsed = time.perf_counter() - start
+
+    print(table(records))
+    json_path = _harness.results_path("transforms", "json", tag=_harness.tag_of(mode))
+    png_path = json_path.with_suffix(".png")
+    _harness.write_json(
+        json_path,
+        {
+            "benchmark": "transforms",
+            "description": "per-step time of chain(clip_by_global_norm(1.0), "
+            "adam(1e-3)): tx.update + apply_updates, jitted; ratios are "
+            "medians of per-round ratios to optax (lower is better)",
+            "variants": {n: v.label for n, v in VARIANTS.items()},
+            "config": dataclasses.asdict(config) | {"mode": mode},
+            "jaxfit_version": jaxfit.__version__,
+            "elapsed_s": round(elapsed, 1),
+            "results": records,
+        },
+    )
+    plot(json.loads(json_path.read_text()), png_path)
+    print(f"\nwrote {json_path} and {png_path.name} in {elapsed:.0f} s")
+    return _harness.collect("transforms", mode, headline)
+
+
+def main(argv=None) -> int:
+    """``python benchmarks/transforms.py [--quick]``: see run.py."""
+    return _harness.main("transforms", argv)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

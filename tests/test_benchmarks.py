@@ -1,16 +1,26 @@
-"""benchmarks/run.py keeps working: every module registered, a smoke run."""
+"""benchmarks/run.py keeps working: every module registered, a smoke run, and
+the results stay compact (summaries in compact JSON, no file repeating
+another)."""
 
 from __future__ import annotations
 
 import ast
 import json
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 NOT_BENCHMARKS = {"_harness", "run"}
+# What git may hold under benchmarks/results, in lines (wc -l, PNGs included).
+RESULTS_LINE_BUDGET = 3000
+
+sys.path.insert(0, str(BENCHMARKS))
+import _harness  # noqa: E402
 
 
 def benchmark_modules() -> list[str]:
@@ -41,8 +51,77 @@ def test_every_benchmark_module_is_registered_in_run():
 def test_every_benchmark_module_has_the_entry_points_run_calls():
     for name in benchmark_modules():
         functions = top_level(BENCHMARKS / f"{name}.py")
-        assert "benchmark" in functions, f"{name}.py has no benchmark(mode)"
-        assert "main" in functions, f"{name}.py has no main()"
+        for entry in ("benchmark", "headline", "plot", "main"):
+            assert entry in functions, f"{name}.py has no {entry}()"
+
+
+def test_no_benchmark_module_has_a_command_line_of_its_own():
+    # One command line: run.py; a module's main() calls _harness.main.
+    for name in benchmark_modules():
+        assert "argparse" not in (BENCHMARKS / f"{name}.py").read_text(), name
+
+
+def test_summaries_keep_no_samples():
+    samples = [3.0, 1.0, 2.0, 5.0, 4.0]
+    summary = _harness.summarize(samples)
+    assert summary == {"median_s": 3.0, "q1_s": 2.0, "q3_s": 4.0, "min_s": 1.0, "n": 5}
+    ratio = _harness.paired_ratio([2.0, 4.0, 6.0], [1.0, 1.0, 3.0])
+    assert ratio == {"median": 2.0, "q1": 2.0, "q3": 3.0, "of_medians": 4.0}
+    assert _harness.paired_ratio([1.0], [3.0])["median"] == 0.333333
+
+
+def test_dumps_puts_records_on_one_line_and_reads_back():
+    document = {
+        "machine": {"backend": "cpu", "versions": {"jax": "0.1"}},
+        "rows": [
+            {"case": "a", "times": {"median_s": 1.5, "n": 3}, "flags": [True]},
+            {"case": "b", "nested": {"deeper": {"x": [1, 2]}}},
+        ],
+        "empty": {},
+        "text": "µs",
+    }
+    text = _harness.dumps(document)
+    assert json.loads(text) == document
+    lines = text.splitlines()
+    assert '  "machine": {"backend": "cpu", "versions": {"jax": "0.1"}},' in lines
+    assert '        "deeper": {"x": [1, 2]}' in lines
+    assert any(line.strip().startswith('{"case": "a"') for line in lines)
+    # A record too wide for one line is split into its leaves, unless it is
+    # a row of a list.
+    record = {f"key{i}": {"v": i} for i in range(40)}
+    wide = {"record": record, "rows": [record]}
+    text = _harness.dumps(wide)
+    assert json.loads(text) == wide
+    assert len(text.splitlines()) == 1 + 42 + 3 + 1
+
+
+def test_committed_results_are_compact():
+    if shutil.which("git") is None:
+        pytest.skip("git is not available")
+    listed = subprocess.run(
+        ["git", "ls-files", "benchmarks/results"],
+        capture_output=True,
+        text=True,
+        cwd=BENCHMARKS.parent,
+    )
+    if listed.returncode != 0:
+        pytest.skip("not a git checkout")
+    paths = [BENCHMARKS.parent / name for name in listed.stdout.split()]
+    paths = [path for path in paths if path.exists()]
+    assert not [p.name for p in paths if "-quick" in p.name or "-smoke" in p.name]
+    lines = sum(path.read_bytes().count(b"\n") for path in paths)
+    assert lines < RESULTS_LINE_BUDGET, f"{lines} lines in benchmarks/results"
+    contents = [path.read_bytes() for path in paths]
+    assert len(set(contents)) == len(contents), "two results files are the same"
+    for path in paths:
+        if path.suffix == ".json":
+            text = path.read_text()
+            assert "samples_s" not in text, f"{path.name} keeps raw samples"
+            document = json.loads(text)
+            assert "results" not in str(document.get("benchmarks", {}).keys())
+            for entry in document.get("benchmarks", {}).values():
+                # The combined file points at each module's file, no copy.
+                assert "results" not in entry and entry["json"].endswith(".json")
 
 
 def test_run_smoke_writes_combined_results_and_prints_the_table(tmp_path):
@@ -74,17 +153,37 @@ def test_run_smoke_writes_combined_results_and_prints_the_table(tmp_path):
 
     result = document["benchmarks"]["autodiff"]
     assert "error" not in result
+    # The combined file holds the headline rows and points at the module's
+    # own file, which holds its results.
+    assert "results" not in result
+    assert result["png"] == Path(result["json"]).with_suffix(".png").name
+    module = json.loads((tmp_path / result["json"]).read_text())
+    assert "samples_s" not in json.dumps(module)
     rows = result["headline"]
     # Two gradient rows per parameter count, one per Jacobian shape.
-    assert len(rows) == 2 * len(result["results"]["gradients"]) + 2
+    assert len(rows) == 2 * len(module["gradients"]) + 2
     for row in rows:
         assert math.isfinite(row["ratio"]) and row["ratio"] > 0
         assert row["q1"] <= row["ratio"] <= row["q3"]
     # Autodiff is exact to rounding, finite differences are not.
-    for gradient in result["results"]["gradients"]:
+    for gradient in module["gradients"]:
         errors = gradient["max_rel_error"]
         assert errors["grad"] < 1e-12 < errors["fd"] < 1e-4
+        assert gradient["times"]["grad"]["n"] >= 1
 
     assert "# Headline (smoke run)" in out.stdout
     assert "| autodiff" in out.stdout
     assert "targets met" in out.stdout
+
+    # --replot redraws the PNG from the stored JSON and runs nothing.
+    png = tmp_path / result["png"]
+    png.unlink()
+    replot = subprocess.run(
+        [*command, "--replot"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=BENCHMARKS.parent,
+    )
+    assert replot.returncode == 0, replot.stderr[-4000:]
+    assert png.exists()
