@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import warnings
+from typing import NamedTuple
 
 import jax
 import numpy as np
@@ -60,12 +61,22 @@ def untraceable(error: BaseException) -> bool:
     return isinstance(error, TypeError) and bool(_NUMPY_REFUSAL.search(str(error)))
 
 
+class HostOptions(NamedTuple):
+    """jaxfit's own arguments that the host fit translates for SciPy."""
+
+    loss: str
+    f_scale: float
+    return_result: bool
+    kwargs: dict
+
+
 def fit(f, call, bounded, reason, options, result_type):
     """SciPy's ``curve_fit`` on the user's own arguments, with one warning.
 
     ``call`` holds the arguments SciPy takes (as the user passed them);
-    ``options`` jaxfit's ``loss``, ``f_scale``, ``return_result`` and its
-    other keywords, made SciPy's by :func:`scipy_options`.
+    ``options`` (:class:`HostOptions`) jaxfit's ``loss``, ``f_scale``,
+    ``return_result`` and its other keywords, made SciPy's by
+    :func:`scipy_options`.
     """
     import scipy.optimize
 
@@ -77,15 +88,15 @@ def fit(f, call, bounded, reason, options, result_type):
         SlowPathWarning,
         stacklevel=3,  # the user's call of jaxfit.curve_fit
     )
-    loss, f_scale, return_result, kwargs = options
+    loss, f_scale = options.loss, options.f_scale
     method, resolved, kwargs = scipy_options(
-        kwargs, call.pop("method"), bounded, loss, f_scale
+        options.kwargs, call.pop("method"), bounded, loss, f_scale
     )
-    if return_result:
+    if options.return_result:
         call["full_output"] = True
     with jax.enable_x64(True):  # a jax.numpy piece of the model in float64
         out = scipy.optimize.curve_fit(f, method=method, **call, **kwargs)
-    if not return_result:
+    if not options.return_result:
         return out
     return result_from_scipy(out, resolved, loss, f_scale, result_type)
 

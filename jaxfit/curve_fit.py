@@ -88,14 +88,25 @@ def _to_internal(p, lo, hi):
     )
 
 
+class SolveOptions(NamedTuple):
+    """The solver's numeric options: traced, so new values never recompile."""
+
+    f_scale: Any
+    ftol: Any
+    xtol: Any
+    gtol: Any
+    max_nfev: Any
+    init_damping: Any
+
+
 def _fit_impl(
     model, loss, jac, with_fun, chunk_rows, x, y, extras, p0, lo, hi, options
 ):
     """The compiled body of ``curve_fit`` (one program per model and bucket).
 
-    With ``chunk_rows`` (a 1-D ``x`` and a pointwise model) the normal
-    equations and the covariance's ``R`` are accumulated over row blocks,
-    so no ``m x n`` Jacobian is ever formed.
+    ``options`` is a :class:`SolveOptions`. With ``chunk_rows`` (a 1-D ``x``
+    and a pointwise model) the normal equations and the covariance's ``R``
+    are accumulated over row blocks, so no ``m x n`` Jacobian is ever formed.
     """
     f_scale, ftol, xtol, gtol, max_nfev, init_damping = options
     batch = {"x": x, "y": y, **extras}
@@ -218,16 +229,13 @@ def _solve(f, jac, info, x, y, extras, par, loss, f_scale, kwargs, with_fun):
     )
     # leastsq's maxfev=0 means the default, as in SciPy.
     max_nfev = kwargs.get("max_nfev") or kwargs.get("maxfev") or 100 * (n + 1)
-    options = tuple(
-        np.float64(v)
-        for v in (
-            f_scale,
-            kwargs.get("ftol", 1e-8),
-            kwargs.get("xtol", 1e-8),
-            kwargs.get("gtol", 1e-8),
-            max_nfev,
-            kwargs.get("init_damping", 1e-3),
-        )
+    options = SolveOptions(
+        f_scale=np.float64(f_scale),
+        ftol=np.float64(kwargs.get("ftol", 1e-8)),
+        xtol=np.float64(kwargs.get("xtol", 1e-8)),
+        gtol=np.float64(kwargs.get("gtol", 1e-8)),
+        max_nfev=np.float64(max_nfev),
+        init_damping=np.float64(kwargs.get("init_damping", 1e-3)),
     )
     static = (loss, with_fun, chunk_rows)
     program = _PROGRAMS.get((f, jac), static, _compiled_fit)
@@ -392,7 +400,7 @@ def curve_fit(
             else _fit_data.ModelInfo("`xdata` holds values JAX cannot take", (), False)
         )
         if info.untraceable:
-            options = (loss, f_scale, return_result, kwargs)
+            options = _host.HostOptions(loss, f_scale, return_result, kwargs)
             return _host.fit(
                 f, call, par.bounded, info.untraceable, options, CurveFitResult
             )

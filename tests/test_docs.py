@@ -81,3 +81,20 @@ def test_docs_build_without_warnings(tmp_path):
     )
     for page in ("index", "api", "curve_fit", "performance", "generated/jaxfit.fit"):
         assert (tmp_path / "html" / f"{page}.html").is_file(), page
+
+
+def test_the_readme_one_screen_example_runs():
+    """README's "In one screen": the chain, a streamed fit and curve_fit."""
+    text = (DOCS.parent / "README.md").read_text()
+    screen = text.split("## In one screen", 1)[1].split("\n## ", 1)[0]
+    code = "\n".join(
+        block.split("```", 1)[0] for block in screen.split("```python\n")[1:]
+    )
+    assert "jaxfit.fit(" in code and "jaxfit.curve_fit(" in code
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    assert namespace["result"].epochs == 2
+    popt = namespace["popt"]
+    assert abs(popt[0] - 2.5) < 1e-2 and abs(popt[1] - 1.3) < 1e-2
+    params = namespace["result"].params
+    assert abs(float(params["a"]) - 1.0) > 0.1  # the fit moved the params
