@@ -137,7 +137,9 @@ class Feeder:
             return item._replace(batches=self._kept[0], masks=self._kept[1])
         masks = item.masks.any(axis=1) if self.flags_only else item.masks
         batches, masks = self._to_device((item.batches, masks))
-        if self.same_chunk:
+        # Only a whole epoch's chunk is kept: the first chunk of a fit
+        # resumed mid-epoch holds just the epoch's remaining batches.
+        if self.same_chunk and item.steps == self.k:
             self._kept = (batches, masks)
         return item._replace(batches=batches, masks=masks)
 

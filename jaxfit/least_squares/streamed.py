@@ -17,6 +17,7 @@ for ``n`` parameters plus two chunks, whatever the number of rows.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -169,9 +170,32 @@ def _check_finite_data(source, batch_size, k):
                 )
 
 
+def _judge(judgement, cost, new_cost, step, gradient, damping, scale, nu, x, tols):
+    """The engine's judgement of a trial and the stopping tests, in one
+    program: ``((actual, predicted, ratio, accepted, damping, nu, status),
+    (cost, grad_norm, step_norm))``."""
+    actual, predicted, ratio, accepted, damping, nu = judgement(
+        cost, new_cost, step, gradient, damping, scale, nu, x
+    )
+    grad_norm, step_norm = jnp.max(jnp.abs(gradient)), jnp.linalg.norm(step)
+    diverged = ~accepted if judgement is _steps.gn_judgement else False
+    status = _status.stop_status(
+        (actual, predicted, ratio), cost, step_norm, jnp.linalg.norm(x),
+        grad_norm, tols, diverged=diverged,
+    )  # fmt: skip
+    return (actual, predicted, ratio, accepted, damping, nu, status), (
+        cost,
+        grad_norm,
+        step_norm,
+    )
+
+
 # The engine's step rules, compiled once (host loop: a pass between steps).
 _PROPOSE = {"lm": jax.jit(_steps.lm_proposal), "gn": jax.jit(_steps.gn_proposal)}
-_JUDGE = {"lm": jax.jit(_steps.lm_judgement), "gn": jax.jit(_steps.gn_judgement)}
+_JUDGE = {
+    "lm": jax.jit(functools.partial(_judge, _steps.lm_judgement)),
+    "gn": jax.jit(functools.partial(_judge, _steps.gn_judgement)),
+}
 
 
 def fit_least_squares(
@@ -369,15 +393,21 @@ class _Passes:
         self.n, self.dtype = flat.size, flat.dtype
 
     def _run(self, fn, x, acc):
-        p, real = self.unravel(x), 0
+        p, real, used = self.unravel(x), 0, None
         for chunk in self._items:
             if chunk.batches is None:  # the epoch's end: the pass is done
+                if used is not None:
+                    jax.block_until_ready(used)
+                    self.feeder.release()
                 return acc, real
             acc = fn(p, acc, chunk.batches, chunk.masks)
-            real = real + jnp.sum(chunk.masks)
-            # The chunk's memory goes back to the reader once it is used.
-            jax.block_until_ready(acc)
-            self.feeder.release()
+            real = real + jnp.sum(chunk.masks)  # the real rows
+            # A chunk's memory goes back to the reader once the device is
+            # done with it: the previous one, while this one is queued.
+            if used is not None:
+                jax.block_until_ready(used)
+                self.feeder.release()
+            used = acc
         raise RuntimeError("the feeder ended before the pass")  # never: epochs
 
     def normal(self, x):
@@ -430,21 +460,13 @@ def _iterate(passes, x, normal, method, tolerances, init_damping, max_iterations
             trial = passes.normal(x + step)[:4]
             new_cost, njev = trial[0], njev + 1
         nfev += 1
-        grad_norm, step_norm = jnp.max(jnp.abs(gradient)), jnp.linalg.norm(step)
-        values = (cost, grad_norm, step_norm)
-        *judgement, accepted, new_damping, nu = _JUDGE[method](
-            cost, new_cost, step, gradient, damping, scale, nu, x
+        judge = _JUDGE[method]
+        judged, values = judge(
+            cost, new_cost, step, gradient, damping, scale, nu, x, tolerances
         )
-        accepted = bool(accepted)
-        status = int(
-            _status.stop_status(
-                judgement, cost, step_norm, jnp.linalg.norm(x), grad_norm,
-                tolerances, diverged=method == "gn" and not accepted,
-            )
-        )  # fmt: skip
-        for name, value in zip(
-            _HISTORY, (*values, judgement[2], damping), strict=False
-        ):
+        _, _, ratio, accepted, new_damping, nu, status = judged
+        accepted, status = bool(accepted), int(status)
+        for name, value in zip(_HISTORY, (*values, ratio, damping), strict=False):
             history[name].append(float(value))
         history["accepted"].append(accepted)
         damping = new_damping
