@@ -17,7 +17,7 @@ def main(pid: int, port: str, tests: str) -> None:
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(f"localhost:{port}", num_processes=2, process_id=pid)
     sys.path.insert(0, tests)
-    from test_streaming import PARAMS, TX, loss, make_data
+    from conftest import PARAMS, TX, loss, make_data
 
     import jaxfit
 

@@ -1,4 +1,5 @@
-"""Shared fixtures: compilation counting and random pytrees."""
+"""Shared fixtures: compilation counting, random pytrees, a streamed fit's
+loss and data (tests of fit, of the data sources and of the feeder)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from hypothesis import settings
+
+import jaxfit
 
 # Property tests draw the same examples on every run, so CI is reproducible;
 # HYPOTHESIS_PROFILE=explore draws new ones.
@@ -64,3 +67,23 @@ def random_tree(seed: int, dtype=jnp.float32):
         "pair": (leaf(5), leaf()),
         "stack": [leaf(2, 2, 2)],
     }
+
+
+def loss(params, batch, mask):
+    """A masked linear least-squares loss of ``(x, y)`` batches."""
+    x, y = batch
+    return jaxfit.masked_mean((x @ params["w"] + params["b"] - y) ** 2, mask)
+
+
+def make_data(n=1000, seed=0):
+    """``n`` rows of ``x`` (3 columns) and ``y = x @ [1, -2, 0.5] + 0.3 +`` noise."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 3)).astype(np.float32)
+    y = (x @ np.array([1.0, -2.0, 0.5]) + 0.3 + 0.01 * rng.normal(size=n)).astype(
+        np.float32
+    )
+    return x, y
+
+
+PARAMS = {"w": jnp.zeros(3), "b": jnp.zeros(())}
+TX = jaxfit.chain(jaxfit.clip_by_global_norm(1.0), jaxfit.adam(0.05))

@@ -12,6 +12,7 @@ from jaxfit._callables import CallableCache
 def test_a_new_callable_at_a_reused_address_gets_its_own_entry():
     """CPython reuses a freed object's address (its id): the entry of a
     dropped function must go with it, or a new one would get its program."""
+
     def constant(i):
         return lambda x: i
 

@@ -16,29 +16,12 @@ import numpy as np
 import pytest
 
 import jaxfit
-
-
-def loss(params, batch, mask):
-    x, y = batch
-    return jaxfit.masked_mean((x @ params["w"] + params["b"] - y) ** 2, mask)
+from tests.conftest import PARAMS, TX, loss, make_data
 
 
 def dict_loss(params, batch, mask):
     """``loss`` for data given as a dict (an .npz or HDF5 file)."""
     return loss(params, (batch["x"], batch["y"]), mask)
-
-
-def make_data(n=1000, seed=0):
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, 3)).astype(np.float32)
-    y = (x @ np.array([1.0, -2.0, 0.5]) + 0.3 + 0.01 * rng.normal(size=n)).astype(
-        np.float32
-    )
-    return x, y
-
-
-PARAMS = {"w": jnp.zeros(3), "b": jnp.zeros(())}
-TX = jaxfit.chain(jaxfit.clip_by_global_norm(1.0), jaxfit.adam(0.05))
 
 
 def test_fit_equals_a_python_loop_of_steps():
@@ -84,24 +67,6 @@ def test_a_loss_without_mask_pads_the_last_chunk_with_batches_that_do_nothing():
     assert np.isfinite(result.history["loss"]).all()
 
 
-@pytest.mark.parametrize("shuffle, transfers", [(False, 1), (True, 3)])
-def test_an_epoch_that_is_one_chunk_in_order_moves_to_the_device_once(
-    shuffle, transfers, monkeypatch
-):
-    puts = []
-    device_put = jax.device_put
-    monkeypatch.setattr(
-        jax, "device_put", lambda *a, **k: puts.append(1) or device_put(*a, **k)
-    )
-    x, y = make_data(1024)  # 16 batches of 64, no padding
-    kwargs = dict(batch_size=64, epochs=3, key=3, shuffle=shuffle, progress=False)
-    once = jaxfit.fit(loss, TX, PARAMS, (x, y), **kwargs)
-    assert len(puts) == transfers  # one chunk per epoch
-    in_two_chunks = jaxfit.fit(loss, TX, PARAMS, (x, y), chunk_batches=8, **kwargs)
-    if not shuffle:  # the same steps, chunked differently
-        chex.assert_trees_all_close(once.params, in_two_chunks.params, rtol=1e-6)
-
-
 def test_an_unrolled_scan_takes_the_same_steps():
     x, y = make_data(1000)
     kwargs = dict(batch_size=64, epochs=2, chunk_batches=6, key=2, progress=False)
@@ -124,39 +89,6 @@ def test_small_steps_are_unrolled_by_default_and_large_ones_not():
         assert _traced_step(loss, tx, _signature((state, (x, y), mask))) == unroll
 
 
-def test_host_chunks_are_aligned_for_the_cpu_device_without_needless_copies():
-    from jaxfit.data import CPU_ALIGNMENT, cpu_aligned
-
-    raw = np.arange(1 + 4 * 1024, dtype=np.float32)
-    for x in (raw[1:], raw[::2], raw[1:].reshape(64, 64)):  # unaligned, strided
-        out = cpu_aligned(x)
-        assert out.ctypes.data % CPU_ALIGNMENT == 0 and out.flags.c_contiguous
-        np.testing.assert_array_equal(out, x)
-        assert cpu_aligned(out) is out  # already aligned: no copy
-        device = jax.device_put(out, may_alias=True)
-        if jax.devices()[0].platform == "cpu":  # adopted, not copied
-            assert device.unsafe_buffer_pointer() == out.ctypes.data
-    jax_array = jnp.ones(3)
-    assert cpu_aligned(jax_array) is jax_array
-
-
-def test_jax_arrays_are_chunked_on_their_device_like_numpy_arrays(monkeypatch):
-    x, y = make_data(1000)  # shuffled, a ragged batch, a padded last chunk
-    kwargs = dict(batch_size=64, epochs=2, chunk_batches=6, key=4, progress=False)
-    host = jaxfit.fit(loss, TX, PARAMS, (x, y), **kwargs)
-    gather_on_host = jaxfit.data._host_gather
-
-    def host_gather(leaves, *args):
-        assert not any(isinstance(x, jax.Array) for x in leaves), (
-            "a JAX array went through the host"
-        )
-        return gather_on_host(leaves, *args)
-
-    monkeypatch.setattr(jaxfit.data, "_host_gather", host_gather)
-    device = jaxfit.fit(loss, TX, PARAMS, (jnp.asarray(x), jnp.asarray(y)), **kwargs)
-    chex.assert_trees_all_equal(device.params, host.params)
-
-
 def test_memmap_larger_than_the_budget_equals_in_memory(tmp_path):
     x, y = make_data(6000)
     xm = np.lib.format.open_memmap(tmp_path / "x.npy", "w+", np.float32, x.shape)
@@ -171,33 +103,6 @@ def test_memmap_larger_than_the_budget_equals_in_memory(tmp_path):
     in_memory = jaxfit.fit(loss, TX, PARAMS, (x, y), chunk_bytes=budget, **kwargs)
     assert x.nbytes + y.nbytes > 10 * budget
     chex.assert_trees_all_equal(streamed.params, in_memory.params)
-
-
-def test_every_row_is_seen_once_per_epoch_whatever_the_shuffle():
-    n = 1003
-    seen = []
-
-    def record(params, batch, mask):
-        ids, _ = batch
-        jax.debug.callback(
-            lambda i, m: seen.append(np.asarray(i)[np.asarray(m)]), ids, mask
-        )
-        return jnp.sum(params) * 0.0
-
-    ids = np.arange(n, dtype=np.float32)
-    jaxfit.fit(
-        record,
-        jaxfit.sgd(0.1),
-        jnp.zeros(1),
-        (ids, ids),
-        batch_size=10,
-        chunk_batches=7,
-        key=1,
-        progress=False,
-    )
-    everything = np.sort(np.concatenate(seen))
-    np.testing.assert_array_equal(everything, ids)
-    assert not np.array_equal(np.concatenate(seen), ids)  # shuffled
 
 
 def test_no_recompilation_across_chunks_epochs_ragged_batch_and_calls(
@@ -335,7 +240,7 @@ MULTI_DEVICE = textwrap.dedent(
     os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
     import sys, numpy as np, jax
     sys.path.insert(0, {tests!r})
-    from test_streaming import loss, make_data, PARAMS, TX
+    from conftest import loss, make_data, PARAMS, TX
     import jaxfit
     assert jax.device_count() == 4
     x, y = make_data(1000)
@@ -466,28 +371,6 @@ def test_an_unwritable_checkpoint_directory_is_refused_before_any_work(
         )
 
 
-def test_padding_never_copies_a_non_finite_row():
-    """A NaN row first in the last chunk costs its own batch only: the ragged
-    batch's padding copies a finite row."""
-    x, y = make_data(1000)  # 15 full batches of 64 and a ragged one
-    x[15 * 64] = np.nan  # the first row of the last, ragged batch
-    source = jaxfit.data.ArraySource((x, y))
-    *_, (batches, mask) = source.chunks(64, 4, None)
-    padding = batches[0][~mask]
-    assert padding.size and np.isfinite(padding).all()
-    result = jaxfit.fit(
-        loss,
-        TX,
-        PARAMS,
-        (x, y),
-        batch_size=64,
-        shuffle=False,
-        chunk_batches=4,
-        progress=False,
-    )
-    assert int(result.state.skipped) == 1
-
-
 def test_a_loss_returning_a_vector_or_lacking_a_mask_is_rejected():
     x, y = make_data(100)
 
@@ -607,27 +490,3 @@ def test_a_dropped_loss_and_what_it_closes_over_are_freed():
     alive, jit_growth, fit_growth = out.stdout.split()
     assert int(alive) == 0
     assert float(fit_growth) < float(jit_growth) + 100, (fit_growth, jit_growth)
-
-
-def test_float64_data_stays_float64_under_a_scoped_enable_x64():
-    """The reader thread does not inherit ``jax.enable_x64``: fit passes it
-    on, so float64 rows reach the loss as float64."""
-    seen = []
-
-    def loss(params, batch, mask):
-        seen.append(batch[0].dtype)
-        return jaxfit.masked_mean((params * batch[0] - batch[1]) ** 2, mask)
-
-    x = np.linspace(0, 1, 300)
-    with jax.enable_x64(True):
-        jaxfit.fit(
-            loss,
-            jaxfit.sgd(0.1),
-            jnp.zeros((), jnp.float64),
-            (x, 2 * x),
-            batch_size=64,
-            chunk_batches=2,
-            key=1,
-            progress=False,
-        )
-    assert seen and all(dtype == jnp.float64 for dtype in seen)
