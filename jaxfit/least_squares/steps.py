@@ -213,3 +213,22 @@ def gn_judgement(cost, new_cost, step, gradient, damping, scale, nu, x):
     del x
     actual, predicted, ratio = gain_ratio(cost, new_cost, step, gradient, 0.0, scale)
     return actual, predicted, ratio, jnp.isfinite(new_cost), damping, nu
+
+
+def propose(method, hessian, gradient, damping, scale, column_norms2):
+    """``method``'s trial step and the updated Marquardt scale.
+
+    One signature for every method, so a driver names the method and no
+    more: ``"lm"`` is :func:`lm_proposal`, ``"gn"`` :func:`gn_proposal`
+    (which keeps the scale only for the gain ratio's bookkeeping).
+    """
+    if method == "lm":
+        return lm_proposal(hessian, gradient, damping, scale, column_norms2)
+    return gn_proposal(hessian, gradient), marquardt_scale(scale, column_norms2)
+
+
+def judge(method, cost, new_cost, step, gradient, damping, scale, nu, x):
+    """``method``'s judgement of a trial step: :func:`lm_judgement` or
+    :func:`gn_judgement`."""
+    judgement = lm_judgement if method == "lm" else gn_judgement
+    return judgement(cost, new_cost, step, gradient, damping, scale, nu, x)

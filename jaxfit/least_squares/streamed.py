@@ -170,15 +170,15 @@ def _check_finite_data(source, batch_size, k):
                 )
 
 
-def _judge(judgement, cost, new_cost, step, gradient, damping, scale, nu, x, tols):
+def _judge(method, cost, new_cost, step, gradient, damping, scale, nu, x, tols):
     """The engine's judgement of a trial and the stopping tests, in one
     program: ``((actual, predicted, ratio, accepted, damping, nu, status),
     (cost, grad_norm, step_norm))``."""
-    actual, predicted, ratio, accepted, damping, nu = judgement(
-        cost, new_cost, step, gradient, damping, scale, nu, x
+    actual, predicted, ratio, accepted, damping, nu = _steps.judge(
+        method, cost, new_cost, step, gradient, damping, scale, nu, x
     )
     grad_norm, step_norm = jnp.max(jnp.abs(gradient)), jnp.linalg.norm(step)
-    diverged = ~accepted if judgement is _steps.gn_judgement else False
+    diverged = ~accepted if method == "gn" else False
     status = _status.stop_status(
         (actual, predicted, ratio), cost, step_norm, jnp.linalg.norm(x),
         grad_norm, tols, diverged=diverged,
@@ -191,10 +191,12 @@ def _judge(judgement, cost, new_cost, step, gradient, damping, scale, nu, x, tol
 
 
 # The engine's step rules, compiled once (host loop: a pass between steps).
-_PROPOSE = {"lm": jax.jit(_steps.lm_proposal), "gn": jax.jit(_steps.gn_proposal)}
+_PROPOSE = {
+    method: jax.jit(functools.partial(_steps.propose, method))
+    for method in _steps.METHODS
+}
 _JUDGE = {
-    "lm": jax.jit(functools.partial(_judge, _steps.lm_judgement)),
-    "gn": jax.jit(functools.partial(_judge, _steps.gn_judgement)),
+    method: jax.jit(functools.partial(_judge, method)) for method in _steps.METHODS
 }
 
 
@@ -296,7 +298,8 @@ def fit_least_squares(
     )
     bar = None
     try:
-        cost, hessian, gradient, norms2, m = passes.normal(flat)
+        cost, hessian, gradient, norms2 = passes.normal(flat)
+        m = passes.num_residuals
         _check_start(cost, m, flat.size, source, batch_size, k)
         bar = _progress_bar(progress, max_iterations)
         x, cost, hessian, counts, history = _iterate(
@@ -391,17 +394,22 @@ class _Passes:
         self.normal_fn, self.cost_fn = reducers
         self.unravel, self.per_row = unravel, per_row
         self.n, self.dtype = flat.size, flat.dtype
+        self.rows = None  # real data rows, counted on the first pass
 
     def _run(self, fn, x, acc):
-        p, real, used = self.unravel(x), 0, None
+        p, used = self.unravel(x), None
+        real = 0 if self.rows is None else None  # counted on the first pass
         for chunk in self._items:
             if chunk.batches is None:  # the epoch's end: the pass is done
                 if used is not None:
                     jax.block_until_ready(used)
                     self.feeder.release()
-                return acc, real
+                if real is not None:
+                    self.rows = int(real)
+                return acc
             acc = fn(p, acc, chunk.batches, chunk.masks)
-            real = real + jnp.sum(chunk.masks)  # the real rows
+            if real is not None:
+                real = real + jnp.sum(chunk.masks)
             # A chunk's memory goes back to the reader once the device is
             # done with it: the previous one, while this one is queued.
             if used is not None:
@@ -410,16 +418,19 @@ class _Passes:
             used = acc
         raise RuntimeError("the feeder ended before the pass")  # never: epochs
 
+    @property
+    def num_residuals(self) -> int:
+        """Residuals of the real rows (known after the first pass)."""
+        return self.rows * self.per_row
+
     def normal(self, x):
-        """``(cost, J^T J, J^T r, column norms2, residual count)``."""
+        """``(cost, J^T J, J^T r, column norms2)``."""
         n, dtype = self.n, self.dtype
         acc = (jnp.zeros([], dtype), jnp.zeros((n, n), dtype), jnp.zeros(n, dtype))
-        acc = (*acc, jnp.zeros(n, dtype))
-        (cost, hessian, gradient, norms2), real = self._run(self.normal_fn, x, acc)
-        return cost, hessian, gradient, norms2, int(real) * self.per_row
+        return self._run(self.normal_fn, x, (*acc, jnp.zeros(n, dtype)))
 
     def cost(self, x):
-        return self._run(self.cost_fn, x, jnp.zeros([], self.dtype))[0]
+        return self._run(self.cost_fn, x, jnp.zeros([], self.dtype))
 
 
 def _progress_bar(progress, max_iterations):
@@ -451,17 +462,15 @@ def _iterate(passes, x, normal, method, tolerances, init_damping, max_iterations
     status, iterations, nfev, njev = 0, 0, 1, 1
     while iterations < max_iterations:
         iterations += 1
+        step, scale = _PROPOSE[method](hessian, gradient, damping, scale, norms2)
         if method == "lm":
-            step, scale = _PROPOSE["lm"](hessian, gradient, damping, scale, norms2)
             trial = None
             new_cost = passes.cost(x + step)
         else:
-            step = _PROPOSE["gn"](hessian, gradient)
-            trial = passes.normal(x + step)[:4]
+            trial = passes.normal(x + step)
             new_cost, njev = trial[0], njev + 1
         nfev += 1
-        judge = _JUDGE[method]
-        judged, values = judge(
+        judged, values = _JUDGE[method](
             cost, new_cost, step, gradient, damping, scale, nu, x, tolerances
         )
         _, _, ratio, accepted, new_damping, nu, status = judged
@@ -473,7 +482,7 @@ def _iterate(passes, x, normal, method, tolerances, init_damping, max_iterations
         if accepted:
             x = x + step
             if trial is None:
-                trial = passes.normal(x)[:4]
+                trial = passes.normal(x)
                 nfev, njev = nfev + 1, njev + 1
             cost, hessian, gradient, norms2 = trial
         if bar is not None:

@@ -317,18 +317,16 @@ def damped_least_squares(
             shift = damping * scale if method == "lm" else 0.0
             damped = lambda v: normal_matvec(v) + shift * v
             step, _ = jax.scipy.sparse.linalg.cg(damped, -g, maxiter=4 * flat.size)
-        elif method == "lm":
-            step, scale = _steps.lm_proposal(A, g, damping, state.scale, column_norms2)
         else:
-            step = _steps.gn_proposal(A, g)
-            scale = _steps.marquardt_scale(state.scale, column_norms2)
+            step, scale = _steps.propose(
+                method, A, g, damping, state.scale, column_norms2
+            )
         step = step.astype(dtype)
         new_cost = _ne.cost_at(
             residual_fn, unravel, flat + step, batch, loss, f_scale, chunk_rows
         ).astype(dtype)
-        judge = _steps.lm_judgement if method == "lm" else _steps.gn_judgement
-        actual, predicted, ratio, accepted, new_damping, new_nu = judge(
-            cost, new_cost, step, g, damping, scale, state.nu, flat
+        actual, predicted, ratio, accepted, new_damping, new_nu = _steps.judge(
+            method, cost, new_cost, step, g, damping, scale, state.nu, flat
         )
         new_nu = new_nu.astype(dtype)
         # A first call counts the residual evaluated with the Jacobian.
