@@ -104,12 +104,13 @@ def pad(x, y, extras, m):
     extras = dict(extras, mask=np.arange(size) < m)
     y = np.concatenate([y, np.full(extra, y[0])])
     x = np.concatenate([x, np.repeat(x[..., :1], extra, axis=-1)], axis=-1)
-    if "weight" in extras:
-        extras["weight"] = np.concatenate([extras["weight"], np.ones(extra)])
-    if "scale_tril" in extras:
+    sigma = extras.get("sigma")
+    if sigma is not None and sigma.ndim == 1:
+        extras["sigma"] = np.concatenate([sigma, np.ones(extra)])
+    elif sigma is not None:  # a covariance: the padding is independent
         full = np.eye(size)
-        full[:m, :m] = extras["scale_tril"]
-        extras["scale_tril"] = full
+        full[:m, :m] = sigma
+        extras["sigma"] = full
     return x, y, extras
 
 
@@ -119,7 +120,7 @@ def chunk_rows(requested, pointwise, x, extras):
     if requested is not None:  # the user's choice (0 or False: off)
         if not requested:
             return None
-        if not pointwise or size is None or "scale_tril" in extras or size % requested:
+        if not pointwise or size is None or _covariance(extras) or size % requested:
             raise ValueError(
                 "`chunk_rows` needs a pointwise model, 1-D `xdata`, 1-D `sigma` "
                 f"and a divisor of the padded length, got {requested!r}"
@@ -130,7 +131,13 @@ def chunk_rows(requested, pointwise, x, extras):
         or size is None
         or size < _CHUNK_FROM
         or size % _CHUNK_ROWS
-        or "scale_tril" in extras
+        or _covariance(extras)
     ):
         return None
     return _CHUNK_ROWS
+
+
+def _covariance(extras) -> bool:
+    """Whether ``sigma`` is a 2-D covariance (its rows are not independent)."""
+    sigma = extras.get("sigma")
+    return sigma is not None and sigma.ndim == 2

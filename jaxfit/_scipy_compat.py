@@ -332,30 +332,33 @@ def check_points(m: int, n: int, y_size: int, method: str) -> None:
     )
 
 
-def weighting(sigma, m: int) -> dict[str, np.ndarray]:
-    """``{'weight': 1 / sigma}`` or ``{'scale_tril': cholesky(sigma)}``."""
+def check_sigma(sigma, m: int) -> np.ndarray | None:
+    """``sigma`` as :func:`jaxfit.make_batch` takes it: None, ``m``
+    standard deviations (a scalar broadcast), or an ``m x m`` covariance,
+    checked here with SciPy's messages (before anything compiles; the
+    Cholesky factor the program whitens with is recomputed there)."""
     if sigma is None:
-        return {}
+        return None
     sigma = np.asarray(sigma, float)
     if sigma.size == 1 or sigma.shape == (m,):
         if not np.all(np.isfinite(sigma)) or np.any(sigma == 0):
             raise ValueError("`sigma` must be finite and non-zero")
-        return {"weight": np.broadcast_to(1 / sigma.ravel(), (m,)).copy()}
+        return np.broadcast_to(sigma.ravel(), (m,)).copy()
     if sigma.shape == (m, m):
         if not np.all(np.isfinite(sigma)):
             raise ValueError(
                 "`sigma` (a 2-D covariance of `ydata`) contains NaN or inf"
             )
         try:
-            tril = np.linalg.cholesky(sigma)
+            positive_definite = np.isfinite(np.linalg.cholesky(sigma)).all()
         except np.linalg.LinAlgError:
-            tril = np.full_like(sigma, np.nan)
-        if not np.all(np.isfinite(tril)):
+            positive_definite = False
+        if not positive_definite:
             raise ValueError(
                 "`sigma` must be positive definite. (a 2-D `sigma` is the "
                 "covariance of `ydata`)"
             )
-        return {"scale_tril": tril}
+        return sigma
     raise ValueError(
         f"`sigma` has incorrect shape. Expected ({m},), ({m}, {m}) or a "
         f"scalar, got {sigma.shape}"

@@ -109,7 +109,7 @@ def _fit_impl(
     are accumulated over row blocks, so no ``m x n`` Jacobian is ever formed.
     """
     f_scale, ftol, xtol, gtol, max_nfev, init_damping = options
-    batch = {"x": x, "y": y, **extras}
+    batch = _res.make_batch(x, y, extras.get("sigma"), extras.get("mask"))
     residual = _res.model_residual(model)
     residual_u = lambda u, b: residual(_to_external(u, lo, hi), b)
 
@@ -410,7 +410,7 @@ def curve_fit(
         m, n = y.size, par.p0.size
         _args.check_points(m, n, y_size, par.method)
         _args.check_jac_shape(info.jac_shape, m, n)
-        extras = _args.weighting(sigma, m)
+        extras = {"sigma": _args.check_sigma(sigma, m)}
         with_fun = full_output or return_result
         out = _solve(
             f, user_jac, info, x, y, extras, par, loss, f_scale, kwargs, with_fun

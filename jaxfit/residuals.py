@@ -162,7 +162,9 @@ def make_batch(
         if sigma.shape == (m,):
             batch["weight"] = 1 / sigma
         elif sigma.shape == (m, m):
-            tril = jnp.linalg.cholesky(sigma)
+            # The lower triangle only, as SciPy's cholesky(sigma, lower=True):
+            # jnp's default averages sigma with its transpose first.
+            tril = jnp.linalg.cholesky(sigma, symmetrize_input=False)
             if not isinstance(tril, jax.core.Tracer) and not bool(
                 jnp.all(jnp.isfinite(tril))
             ):

@@ -186,3 +186,17 @@ def test_forward_reverse_and_matrix_free_agree_with_jacfwd(shape):
 def test_weight_and_mask_leaves_non_dict_batches_alone():
     r = jnp.arange(3.0)
     assert residuals.weight_and_mask(r, (1, 2)) is r
+
+
+def test_make_batch_whitens_by_the_lower_triangle_of_sigma_as_scipy():
+    # SciPy's curve_fit factors cholesky(sigma, lower=True): only the lower
+    # triangle counts. This covariance is not symmetric (rows scaled).
+    m = 12
+    i = np.arange(m)
+    sigma = (1 + i[:, None] / 4) * 0.5 ** np.abs(i[:, None] - i[None, :])
+    with jax.enable_x64(True):
+        batch = jaxfit.make_batch(np.zeros(m), np.ones(m), sigma)
+    np.testing.assert_allclose(
+        batch["scale_tril"], np.linalg.cholesky(np.tril(sigma) + np.tril(sigma, -1).T),
+        rtol=1e-12, atol=1e-15,
+    )  # fmt: skip
