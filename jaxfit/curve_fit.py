@@ -163,21 +163,25 @@ def _fit_impl(
         )
         R = jax.lax.scan(qr, R, blocks)[0]
     pcov, full_rank = _cov.covariance_from_r(R, m)
-    out = {
-        "popt": popt,
-        "pcov": pcov,
-        "full_rank": full_rank,
-        "cost": sol.cost,
-        "nfev": sol.nfev,
-        "njev": sol.njev,
-        "status": sol.status,
-        "grad_norm": sol.grad_norm,
-        "m": m,
-    }
+    # One array to fetch: every fetched leaf costs a device-to-host transfer,
+    # which is most of a small repeat call's host time.
+    scalars = (sol.cost, sol.nfev, sol.njev, sol.status, full_rank)
+    out = {"packed": jnp.concatenate([popt, pcov.ravel(), jnp.stack(scalars)])}
     if with_fun:
         out["fun"], out["jac"] = (
             (r, J) if chunk_rows is None else residual_and_jac(batch)
         )
+    return out
+
+
+_SCALARS = ("cost", "nfev", "njev", "status", "full_rank")
+
+
+def _unpack(out, n):
+    """The program's output by name (see the end of :func:`_fit_impl`)."""
+    packed = out.pop("packed")
+    out["popt"], out["pcov"] = packed[:n], packed[n : n + n * n].reshape(n, n)
+    out.update(zip(_SCALARS, packed[n + n * n :].tolist(), strict=True))
     return out
 
 
@@ -240,7 +244,7 @@ def _solve(f, jac, info, x, y, extras, par, loss, f_scale, kwargs, with_fun):
     static = (loss, with_fun, chunk_rows)
     program = _PROGRAMS.get((f, jac), static, _compiled_fit)
     bounds = (par.lb, par.ub) if par.bounded else (None, None)
-    out = jax.device_get(program(x, y, extras, par.p0, *bounds, options))
+    out = _unpack(jax.device_get(program(x, y, extras, par.p0, *bounds, options)), n)
     if with_fun:  # the fitted points only
         out["fun"], out["jac"] = out["fun"][:m], out["jac"][:m]
     return out
