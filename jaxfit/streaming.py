@@ -24,6 +24,7 @@ from jaxfit import _callables, _checks
 from jaxfit import checkpoint as _checkpoint
 from jaxfit import data as _data
 from jaxfit import feeder as _feeder
+from jaxfit import step as _step
 from jaxfit.step import (
     FitState,
     init_fit_state,
@@ -147,9 +148,10 @@ def fit(
       unroll: steps per iteration of the chunk's scan loop (see
         :func:`~jaxfit.run_chunk`). None: 4 for a small step (at most
         300 operations in its jaxpr, such as a model with Adam), whose time
-        the loop's bookkeeping would otherwise dominate, and 1 for larger
-        ones (line searches, L-BFGS), where unrolling mostly multiplies the
-        compile time.
+        the loop's bookkeeping would otherwise dominate, in a fit of at
+        least a million steps; otherwise 1: for larger steps (line searches,
+        L-BFGS) unrolling mostly multiplies the compile time, and a shorter
+        fit does not win back the longer compile.
 
     Returns:
       A :class:`FitResult`.
@@ -195,7 +197,10 @@ def fit(
     # Loss errors, before any work; cached per shapes, so a repeated fit
     # does not trace the step again.
     signature = _signature((state, example, np.ones(batch_size, bool)))
-    unroll = _traced_step(loss, tx, signature) if unroll is None else unroll
+    default_unroll = unroll is None
+    unroll = _traced_step(loss, tx, signature) if default_unroll else unroll
+    if default_unroll and not _step.long_fit(epochs, num_batches):
+        unroll = 1  # a short fit: the unrolled loop's compile outweighs its gain
 
     stream = _stream_id(source, batch_size, shuffle, state.key, example)
     track = _Track(window=k, stream=stream, structures=_structures(state))
@@ -233,16 +238,6 @@ def fit(
     finally:
         run.close()
     return track.result(state, reason)
-
-
-# A step of at most this many jaxpr equations (sub-jaxprs included) is
-# unrolled _SMALL_STEP_UNROLL times by default: a 3-parameter curve or an MLP
-# with Adam is ~100-250, a zoom line search ~400-550, L-BFGS ~600-1000. On
-# 2 CPU cores unrolling 4x took a 1024-row curve step from 5.7 to 5.2 us
-# (a hand-written scan: 5.3 us) and compiled an MLP with L-BFGS in 10 s
-# instead of 4.5 s.
-_UNROLL_MAX_EQUATIONS = 300
-_SMALL_STEP_UNROLL = 4
 
 
 def _signature(tree) -> tuple:
@@ -289,22 +284,9 @@ def _traced_step(loss, tx, signature) -> int:
             treedef, [jax.ShapeDtypeStruct(shape, dtype) for shape, dtype in leaves]
         )
         jaxpr = jax.make_jaxpr(make_step(loss, tx))(*args)
-        small = _count_equations(jaxpr.jaxpr) <= _UNROLL_MAX_EQUATIONS
-        return _SMALL_STEP_UNROLL if small else 1
+        return _step.small_step_unroll(jaxpr.jaxpr)
 
     return _cached("trace", loss, tx, (signature,), trace)
-
-
-def _count_equations(jaxpr) -> int:
-    count = 0
-    for eqn in jaxpr.eqns:
-        count += 1
-        for param in eqn.params.values():
-            for sub in param if isinstance(param, (tuple, list)) else (param,):
-                sub = getattr(sub, "jaxpr", sub)  # a ClosedJaxpr's Jaxpr
-                if hasattr(sub, "eqns"):
-                    count += _count_equations(sub)
-    return count
 
 
 def _initial_state(tx):

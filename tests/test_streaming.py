@@ -89,6 +89,26 @@ def test_small_steps_are_unrolled_by_default_and_large_ones_not():
         assert _traced_step(loss, tx, _signature((state, (x, y), mask))) == unroll
 
 
+def test_only_a_long_fit_of_small_steps_compiles_an_unrolled_loop(monkeypatch):
+    from jaxfit import step, streaming
+
+    built = []
+    runner = streaming._compiled_runner
+    monkeypatch.setattr(
+        streaming,
+        "_compiled_runner",
+        lambda loss, tx, unroll: built.append(unroll) or runner(loss, tx, unroll),
+    )
+    x, y = make_data(640)  # 10 batches an epoch
+    kwargs = dict(batch_size=64, epochs=3, progress=False)
+    jaxfit.fit(loss, TX, PARAMS, (x, y), **kwargs)  # 30 steps: short
+    monkeypatch.setattr(step, "_UNROLL_MIN_STEPS", 30)
+    jaxfit.fit(loss, TX, PARAMS, (x, y), **kwargs)  # now long enough
+    jaxfit.fit(loss, jaxfit.lbfgs(), PARAMS, (x, y), **kwargs)  # a large step
+    jaxfit.fit(loss, TX, PARAMS, (x, y), unroll=2, **kwargs)  # the user's
+    assert built == [1, 4, 1, 2]
+
+
 def test_memmap_larger_than_the_budget_equals_in_memory(tmp_path):
     x, y = make_data(6000)
     xm = np.lib.format.open_memmap(tmp_path / "x.npy", "w+", np.float32, x.shape)
@@ -147,6 +167,8 @@ def test_one_fit_compiles_its_chunk_program_once_whatever_the_params_types(
     streaming = jaxfit.streaming
     example = (result.state, (x[:256], y[:256]), np.ones(256, bool))
     unroll = streaming._traced_step(curve, tx, streaming._signature(example))
+    if not jaxfit.step.long_fit(3, 12):  # 12 batches an epoch: a short fit
+        unroll = 1
     program = streaming._compiled_runner(curve, tx, unroll)
     assert program._cache_size() == 1  # one chunk program, for every epoch
     assert again.count == 0
