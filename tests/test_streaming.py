@@ -512,3 +512,12 @@ def test_a_dropped_loss_and_what_it_closes_over_are_freed():
     alive, jit_growth, fit_growth = out.stdout.split()
     assert int(alive) == 0
     assert float(fit_growth) < float(jit_growth) + 100, (fit_growth, jit_growth)
+
+
+@pytest.mark.parametrize("seed", [0, 7, 2**31 - 1, -5, 2**40])
+def test_an_int_seed_is_seeded_inside_the_initial_state_program_as_raw_key(seed):
+    from jaxfit import streaming
+
+    state, finite = streaming._initial_state(TX)(PARAMS, streaming._key_arg(seed))
+    np.testing.assert_array_equal(state.key, jaxfit.step.raw_key(seed))
+    assert bool(finite)
