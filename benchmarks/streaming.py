@@ -101,17 +101,23 @@ class Config:
     rss_budgets: tuple[int, ...]  # chunk_bytes per memory run
     rss_batch: int
     rss_max_s: float  # the memory run stops (via the callback) after this
+    ttr_points: int  # time to result: the quickstart's job, fresh processes
+    ttr_batch: int
+    ttr_epochs: int
+    ttr_rounds: int
 
 
 FULL = Config(
     num_points=2**21, batch_sizes=(256, 512, 1024, 2048, 4096, 8192), epochs=2,
     repeats=5, target_batch=1024, rss_sizes=(2 * GIB,),
     rss_budgets=(32 * MIB, 128 * MIB, 512 * MIB), rss_batch=2**16, rss_max_s=40.0,
+    ttr_points=2**21, ttr_batch=4096, ttr_epochs=3, ttr_rounds=3,
 )  # fmt: skip
 QUICK = Config(
     num_points=2**16, batch_sizes=(256, 1024), epochs=2, repeats=3,
     target_batch=1024, rss_sizes=(64 * MIB,),
     rss_budgets=(2 * MIB, 4 * MIB, 8 * MIB), rss_batch=2**14, rss_max_s=10.0,
+    ttr_points=2**16, ttr_batch=1024, ttr_epochs=3, ttr_rounds=2,
 )  # fmt: skip
 CONFIGS = {"full": FULL, "quick": QUICK, "smoke": QUICK}
 
@@ -207,13 +213,8 @@ def make_loop(loss, tx, batch_size: int, data):
     return run
 
 
-def make_scan(loss, tx, batch_size: int, data):
-    """One jitted, donated ``lax.scan`` per epoch over device-resident data."""
-    n = len(data[0])
-    num_batches = n // batch_size
-    xs, ys = (
-        jnp.asarray(a).reshape(num_batches, batch_size, *a.shape[1:]) for a in data
-    )
+def _scan_epoch(loss, tx):
+    """One jitted, donated ``lax.scan`` over an epoch's batches."""
 
     @functools.partial(jax.jit, donate_argnums=(0, 1))
     def epoch(params, opt_state, xs, ys):
@@ -226,19 +227,37 @@ def make_scan(loss, tx, batch_size: int, data):
         (params, opt_state), values = jax.lax.scan(body, (params, opt_state), (xs, ys))
         return params, opt_state, values
 
+    return epoch
+
+
+def _on_device(data, batch_size):
+    n = len(data[0]) // batch_size
+    return [jnp.asarray(a).reshape(n, batch_size, *a.shape[1:]) for a in data]
+
+
+def make_scan(loss, tx, batch_size: int, data, shuffle: bool = False):
+    """A jitted scan per epoch over device-resident data; with ``shuffle``,
+    the rows are permuted on the host (NumPy) and moved again every epoch."""
+    epoch = _scan_epoch(loss, tx)
+    xs, ys = _on_device(data, batch_size)
+
     def run(params, epochs):
         params = jax.tree.map(jnp.copy, params)
         opt_state = tx.init(params)
-        losses = []
+        losses, rng = [], np.random.default_rng(0)
+        batches = (xs, ys)
         for _ in range(epochs):
-            params, opt_state, values = epoch(params, opt_state, xs, ys)
+            if shuffle:
+                order = rng.permutation(len(data[0]))
+                batches = _on_device([a[order] for a in data], batch_size)
+            params, opt_state, values = epoch(params, opt_state, *batches)
             losses.append(values)
         return jax.block_until_ready((params, losses))
 
     return run
 
 
-def make_jaxfit(loss, tx, batch_size: int, data, **kwargs):
+def make_jaxfit(loss, tx, batch_size: int, data, shuffle: bool = False, **kwargs):
     def run(params, epochs):
         result = jaxfit.fit(
             loss,
@@ -247,7 +266,7 @@ def make_jaxfit(loss, tx, batch_size: int, data, **kwargs):
             data,
             batch_size=batch_size,
             epochs=epochs,
-            shuffle=False,
+            shuffle=shuffle,
             progress=False,
             **kwargs,
         )
@@ -506,6 +525,86 @@ def measure_rss(config: Config, tmp_root: str) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------
+# Time to result: one whole fit in a fresh process, compile included.
+
+# Each jaxfit driver against the hand-written scan doing the same work: in
+# order, or with a fresh host permutation of the rows every epoch.
+TTR_PAIRS = (("jaxfit", "scan"), ("jaxfit shuffled", "scan shuffled"))
+
+
+def ttr_child(model_key: str, driver: str, points: int, batch: int, epochs: int):
+    """Runs in the child: one fit from host arrays, timed with its compile."""
+    model = MODELS[model_key]
+    params, data = model.make(points, np.random.default_rng(0))
+    jax.block_until_ready(params)
+    start = time.perf_counter()
+    make = {
+        "jaxfit": make_jaxfit,
+        "jaxfit shuffled": functools.partial(make_jaxfit, shuffle=True, key=0),
+        "scan": make_scan,
+        "scan shuffled": functools.partial(make_scan, shuffle=True),
+    }[driver]
+    make(model.loss, TX, batch, data)(params, epochs)
+    print(json.dumps({"seconds": time.perf_counter() - start}))
+
+
+def _ttr_once(model_key: str, driver: str, config: Config) -> float:
+    command = [
+        sys.executable, __file__, "--ttr-child", model_key, driver,
+        str(config.ttr_points), str(config.ttr_batch), str(config.ttr_epochs),
+    ]  # fmt: skip
+    output = subprocess.run(command, capture_output=True, text=True)
+    if output.returncode:
+        raise RuntimeError(f"time-to-result child failed:\n{output.stderr}")
+    return json.loads(output.stdout.strip().splitlines()[-1])["seconds"]
+
+
+def time_to_result(config: Config) -> list[dict]:
+    """Per model and pair, interleaved rounds of fresh-process fits."""
+    records = []
+    for key in MODELS:
+        for measured, competitor in TTR_PAIRS:
+            times = {measured: [], competitor: []}
+            for _ in range(config.ttr_rounds):
+                for driver in (competitor, measured):
+                    times[driver].append(_ttr_once(key, driver, config))
+            ratio = _harness.paired_ratio(times[measured], times[competitor])
+            records.append(
+                {
+                    "model": key,
+                    "measured": measured,
+                    "competitor": competitor,
+                    "measured_s": _harness.spread(times[measured]),
+                    "competitor_s": _harness.spread(times[competitor]),
+                    "ratio": ratio,
+                }
+            )
+            print(
+                f"  time to result {key}, {measured} / {competitor}: "
+                f"{ratio['median']:.3g}",
+                file=sys.stderr,
+                flush=True,
+            )
+    return records
+
+
+def ttr_table(records: list[dict]) -> str:
+    rows = [
+        [
+            r["model"],
+            r["measured"],
+            r["competitor"],
+            _harness.format_seconds(r["measured_s"]["median"]),
+            _harness.format_seconds(r["competitor_s"]["median"]),
+            _harness.format_ratio(r["ratio"]),
+        ]
+        for r in records
+    ]
+    headers = ["model", "measured", "competitor", "measured", "competitor", "ratio"]
+    return _harness.markdown_table(headers, rows)
+
+
+# ----------------------------------------------------------------------------
 # Report.
 
 
@@ -661,7 +760,8 @@ def run_benchmark(config: Config) -> dict:
         finally:
             shutil.rmtree(directory, ignore_errors=True)
     rss = measure_rss(config, tmp_root)
-    return {"throughput": throughput, "memmap": memmap, "rss": rss}
+    ttr = time_to_result(config)
+    return {"throughput": throughput, "memmap": memmap, "rss": rss, "ttr": ttr}
 
 
 # ----------------------------------------------------------------------------
@@ -714,6 +814,18 @@ def headline(document: dict) -> list[dict]:
                 measured="jaxfit memmap",
             )
         )
+    for r in document.get("ttr", []):
+        rows.append(
+            row(
+                f"{r['model']}, {document['config']['ttr_points']} points, batch "
+                f"{document['config']['ttr_batch']}: time to result",
+                f"Optax {r['competitor']}",
+                r["ratio"],
+                metric="time",
+                target=1.0,
+                measured=r["measured"],
+            )
+        )
     for r in document["rss"]:
         rows.append(
             row(
@@ -743,6 +855,8 @@ def benchmark(mode: str = "full") -> dict:
     print(memmap_table(results["memmap"]))
     print()
     print(rss_table(results["rss"]))
+    print("\n## Time to result (fresh process, compile included)\n")
+    print(ttr_table(results["ttr"]))
     json_path = _harness.results_path("streaming", "json", tag=_harness.tag_of(mode))
     png_path = json_path.with_suffix(".png")
     _harness.write_json(
@@ -770,6 +884,10 @@ def main(argv=None) -> int:
     """``python benchmarks/streaming.py [--quick]``: see run.py (or, with
     ``--rss-child``, the child process of a memory measurement)."""
     argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "--ttr-child":
+        model_key, driver, points, batch, epochs = argv[1:6]
+        ttr_child(model_key, driver, int(points), int(batch), int(epochs))
+        return 0
     if argv and argv[0] == "--rss-child":
         directory, chunk_bytes, batch, max_s, shuffle = argv[1:6]
         rss_child(
