@@ -57,6 +57,7 @@ MODULES = (
     "streaming",
     "autodiff",
     "accuracy",
+    "time_to_result",
 )
 MODES = ("full", "quick", "smoke")
 
