@@ -110,7 +110,7 @@ def least_squares_solve(
       (Array([[ 2. , -1. ],
              [ 3. ,  0.5]], dtype=float32), True)
     """
-    tx, stop_status = _lm_solver(
+    tx, stop_status = _solver(
         residual_fn,
         params0,
         (ftol, xtol, gtol, max_nfev),
@@ -122,7 +122,7 @@ def least_squares_solve(
         jac=jac,
         chunk_rows=chunk_rows,
     )
-    carry = _lm_run(tx, stop_status, _lm_start(tx, params0), batch, None)
+    carry = _run(tx, stop_status, _start(tx, params0), batch, None)
     return _solution(carry, ravel_pytree(params0)[0].dtype)
 
 
@@ -132,7 +132,7 @@ class _Carry(NamedTuple):
     status: jax.Array
 
 
-def _lm_solver(residual_fn, params0, tolerances, **lm_options):
+def _solver(residual_fn, params0, tolerances, **lm_options):
     """The transformation and the status it gives a finished iteration.
 
     ``tolerances`` is ``(ftol, xtol, gtol, max_nfev)``; ``lm_options`` go to
@@ -170,11 +170,11 @@ def _lm_solver(residual_fn, params0, tolerances, **lm_options):
     return tx, stop_status
 
 
-def _lm_start(tx, params0):
+def _start(tx, params0):
     return _Carry(params0, tx.init(params0), jnp.asarray(_RUNNING, jnp.int32))
 
 
-def _lm_run(tx, stop_status, carry, batch, max_iterations):
+def _run(tx, stop_status, carry, batch, max_iterations):
     """Iterates until a stopping test holds, or ``max_iterations`` more."""
     stop = None if max_iterations is None else carry.state.count + max_iterations
 
@@ -321,7 +321,7 @@ def least_squares_solve_many(
 def _many_solver(static, params, options):
     residual_fn, loss, init_damping, jacobian_mode, method, jac = static
     f_scale, *tolerances = options
-    return _lm_solver(
+    return _solver(
         residual_fn,
         params,
         tolerances,
@@ -351,7 +351,7 @@ def _many_start(static, params0):
     tx, _ = _many_solver(
         static, jax.tree.map(lambda a: a[0], params0), (1.0, 0.0, 0.0, 0.0, None)
     )
-    return jax.vmap(lambda p: _lm_start(tx, p))(params0)
+    return jax.vmap(lambda p: _start(tx, p))(params0)
 
 
 def _many_round(static, carry, batch, shared, lanes, options, max_iterations):
@@ -361,7 +361,7 @@ def _many_round(static, carry, batch, shared, lanes, options, max_iterations):
     def run(c, b):
         tx, stop_status = _many_solver(static, c.params, options)
         b = b if shared is None else {**shared, **b}
-        return _lm_run(tx, stop_status, c, b, max_iterations)
+        return _run(tx, stop_status, c, b, max_iterations)
 
     out = jax.vmap(run)(take(carry), take(batch))
     carry = jax.tree.map(lambda a, o: a.at[lanes].set(o), carry, out)
