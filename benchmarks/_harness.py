@@ -719,3 +719,14 @@ def main(benchmark: str, argv: Sequence[str] | None = None) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     return run.main(["--only", benchmark, *argv])
+
+
+def run_child(script: str, *args: str) -> dict:
+    """Runs ``python script *args`` in a fresh process and returns the JSON
+    object its last line of output holds (raises with its stderr if it
+    failed): how the benchmarks time a first call or measure memory."""
+    command = [sys.executable, script, *map(str, args)]
+    output = subprocess.run(command, capture_output=True, text=True)
+    if output.returncode:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{output.stderr[-3000:]}")
+    return json.loads(output.stdout.strip().splitlines()[-1])

@@ -66,7 +66,6 @@ import gc
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -483,14 +482,10 @@ def _write_curve_memmaps(directory: Path, data_bytes: int) -> None:
 
 
 def _rss_run(directory, budget: int, shuffle: bool, config: Config) -> dict:
-    command = [
-        sys.executable, __file__, "--rss-child", str(directory), str(budget),
-        str(config.rss_batch), str(config.rss_max_s), str(int(shuffle)),
-    ]  # fmt: skip
-    output = subprocess.run(command, capture_output=True, text=True)
-    if output.returncode:
-        raise RuntimeError(f"memory child failed:\n{output.stderr}")
-    record = json.loads(output.stdout.strip().splitlines()[-1])
+    record = _harness.run_child(
+        __file__, "--rss-child", directory, budget, config.rss_batch,
+        config.rss_max_s, int(shuffle),
+    )  # fmt: skip
     print(
         f"  memory {record['data_bytes'] / GIB:.3g} GiB, budget "
         f"{budget / MIB:.0f} MiB, shuffle={shuffle}: growth after warm-up "
@@ -549,14 +544,10 @@ def ttr_child(model_key: str, driver: str, points: int, batch: int, epochs: int)
 
 
 def _ttr_once(model_key: str, driver: str, config: Config) -> float:
-    command = [
-        sys.executable, __file__, "--ttr-child", model_key, driver,
-        str(config.ttr_points), str(config.ttr_batch), str(config.ttr_epochs),
-    ]  # fmt: skip
-    output = subprocess.run(command, capture_output=True, text=True)
-    if output.returncode:
-        raise RuntimeError(f"time-to-result child failed:\n{output.stderr}")
-    return json.loads(output.stdout.strip().splitlines()[-1])["seconds"]
+    return _harness.run_child(
+        __file__, "--ttr-child", model_key, driver, config.ttr_points,
+        config.ttr_batch, config.ttr_epochs,
+    )["seconds"]  # fmt: skip
 
 
 def time_to_result(config: Config) -> list[dict]:

@@ -23,7 +23,6 @@ Results: ``benchmarks/results/time_to_result-<machine>[-quick].{json,png}``.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -131,11 +130,7 @@ def child(driver: str, m: int) -> None:
 
 
 def _once(driver: str, m: int) -> float:
-    command = [sys.executable, __file__, "--child", driver, str(m)]
-    output = subprocess.run(command, capture_output=True, text=True)
-    if output.returncode:
-        raise RuntimeError(f"{driver} child failed:\n{output.stderr[-3000:]}")
-    return json.loads(output.stdout.strip().splitlines()[-1])["seconds"]
+    return _harness.run_child(__file__, "--child", driver, m)["seconds"]
 
 
 def run(config: dict) -> list[dict]:
