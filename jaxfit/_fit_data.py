@@ -96,12 +96,13 @@ def _proof(f, jac, x, p0) -> bool:
 
 
 def pad(x, y, extras, m):
-    """Pads to a size bucket with copies of the first point, masked out."""
+    """Pads to a size bucket with copies of the first point (the compiled
+    fit masks out every row from ``m`` on)."""
     size = bucket(m)
     extra = size - m
     if not extra:
         return x, y, extras
-    extras = dict(extras, mask=np.arange(size) < m)
+    extras = dict(extras)
     y = np.concatenate([y, np.full(extra, y[0])])
     x = np.concatenate([x, np.repeat(x[..., :1], extra, axis=-1)], axis=-1)
     sigma = extras.get("sigma")

@@ -17,6 +17,7 @@ import numpy as np
 
 from jaxfit import _checks
 from jaxfit import residuals as _res
+from jaxfit._callables import CallableCache
 
 try:  # SciPy users filter SciPy's warning class; keep it when SciPy exists.
     from scipy.optimize import Bounds, OptimizeWarning
@@ -226,8 +227,16 @@ def prepare_data(xdata, ydata, sigma, check_finite, nan_policy):
     return x, y, sigma, x_traceable
 
 
+# Per model identity: a repeat call inspects no signature (~15 us each).
+_PARAM_COUNTS = CallableCache()
+
+
 def n_params_of(f) -> tuple[int, int] | None:
     """``f``'s (required, positional) parameter counts after ``x``."""
+    return _PARAM_COUNTS.get((f,), (), _count_params)
+
+
+def _count_params(f) -> tuple[int, int] | None:
     try:
         sig = inspect.signature(f)
     except (TypeError, ValueError):
@@ -253,7 +262,20 @@ def _feasible_start(lb, ub):
     return p0
 
 
+def _no_bounds(bounds) -> bool:
+    """Whether ``bounds`` is SciPy's default ``(-inf, inf)`` (as scalars)."""
+    return (
+        isinstance(bounds, tuple | list)
+        and len(bounds) == 2
+        and all(type(b) in (float, int) for b in bounds)
+        and bounds[0] == -math.inf
+        and bounds[1] == math.inf
+    )
+
+
 def _bounds(bounds, n):
+    if _no_bounds(bounds):  # the common case, without NumPy's small-array ops
+        return np.full(n, -np.inf), np.full(n, np.inf)
     if Bounds is not None and isinstance(bounds, Bounds):
         bounds = (bounds.lb, bounds.ub)
     lb, ub = (np.asarray(b, float) for b in bounds)
@@ -289,7 +311,9 @@ def prepare_params(f, p0, bounds, method) -> Params:
             # SciPy's call f(x, *p0) fails with Python's TypeError.
             raise TypeError(f"`p0` has {n} values but `f` takes {counts[0]} parameters")
     lb, ub = _bounds(bounds, n)
-    bounded = bool(np.any(np.isfinite(lb) | np.isfinite(ub)))
+    bounded = not _no_bounds(bounds) and bool(
+        np.isfinite(lb).any() or np.isfinite(ub).any()
+    )
     if p0 is None:
         p0 = _feasible_start(lb, ub)
     resolved = method or ("trf" if bounded else "lm")
@@ -298,6 +322,10 @@ def prepare_params(f, p0, bounds, method) -> Params:
             "Method 'lm' only works for unconstrained problems. "
             "Use 'trf' or 'dogbox' instead."
         )
+    if not bounded:
+        if not np.isfinite(p0).all():
+            raise ValueError("`p0` must be finite")
+        return Params(p0, lb, ub, bounded, resolved)
     if np.any(lb >= ub):
         raise ValueError(
             "Each lower bound must be strictly less than each upper bound. "
@@ -367,7 +395,7 @@ def check_sigma(sigma, m: int) -> np.ndarray | None:
 
 def broadcast_y(y: np.ndarray, out_shape: tuple) -> np.ndarray:
     """``ydata`` as the residual ``f(xdata, *p) - ydata`` sees it (1-D)."""
-    size = int(np.prod(out_shape))
+    size = math.prod(out_shape)
     if size == y.size:  # equal sizes are flattened alike (jaxfit's leniency)
         return y.reshape(-1)
     try:

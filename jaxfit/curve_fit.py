@@ -89,7 +89,12 @@ def _to_internal(p, lo, hi):
 
 
 class SolveOptions(NamedTuple):
-    """The solver's numeric options: traced, so new values never recompile."""
+    """The solver's numeric options: traced, so new values never recompile.
+
+    They travel as one float64 array (one host-to-device transfer instead
+    of one per option); ``points`` is the number of real points, the rows
+    beyond it being padding.
+    """
 
     f_scale: Any
     ftol: Any
@@ -97,19 +102,23 @@ class SolveOptions(NamedTuple):
     gtol: Any
     max_nfev: Any
     init_damping: Any
+    points: Any
 
 
 def _fit_impl(
-    model, loss, jac, with_fun, chunk_rows, x, y, extras, p0, lo, hi, options
+    model, loss, jac, with_fun, chunk_rows, padded, x, y, extras, p0, lo, hi, options
 ):
     """The compiled body of ``curve_fit`` (one program per model and bucket).
 
-    ``options`` is a :class:`SolveOptions`. With ``chunk_rows`` (a 1-D ``x``
-    and a pointwise model) the normal equations and the covariance's ``R``
-    are accumulated over row blocks, so no ``m x n`` Jacobian is ever formed.
+    ``options`` is a :class:`SolveOptions` packed in one array; where
+    ``padded``, rows from ``options.points`` on are masked out. With
+    ``chunk_rows`` (a 1-D ``x`` and a pointwise model) the normal equations
+    and the covariance's ``R`` are accumulated over row blocks, so no
+    ``m x n`` Jacobian is ever formed.
     """
-    f_scale, ftol, xtol, gtol, max_nfev, init_damping = options
-    batch = _res.make_batch(x, y, extras.get("sigma"), extras.get("mask"))
+    f_scale, ftol, xtol, gtol, max_nfev, init_damping, points = options
+    mask = jnp.arange(y.size) < points if padded else None
+    batch = _res.make_batch(x, y, extras.get("sigma"), mask)
     residual = _res.model_residual(model)
     residual_u = lambda u, b: residual(_to_external(u, lo, hi), b)
 
@@ -150,7 +159,7 @@ def _fit_impl(
         _, row = _res.robust_scaling(r, loss, f_scale)
         return r, J * row[:, None]
 
-    m = jnp.sum(extras["mask"]) if "mask" in extras else y.size
+    m = points if padded else y.size
     if chunk_rows is None:
         r, J = residual_and_jac(batch)
         R = jnp.linalg.qr(J, mode="r")
@@ -219,8 +228,9 @@ class CurveFitResult(NamedTuple):
 _PROGRAMS = CallableCache()
 
 
-def _compiled_fit(f, jac, loss, with_fun, chunk_rows):
-    return jax.jit(functools.partial(_fit_impl, f, loss, jac, with_fun, chunk_rows))
+def _compiled_fit(f, jac, loss, with_fun, chunk_rows, padded):
+    static = (f, loss, jac, with_fun, chunk_rows, padded)
+    return jax.jit(functools.partial(_fit_impl, *static))
 
 
 def _solve(f, jac, info, x, y, extras, par, loss, f_scale, kwargs, with_fun):
@@ -234,16 +244,18 @@ def _solve(f, jac, info, x, y, extras, par, loss, f_scale, kwargs, with_fun):
     # leastsq's maxfev=0 means the default, as in SciPy.
     max_nfev = kwargs.get("max_nfev") or kwargs.get("maxfev") or 100 * (n + 1)
     options = SolveOptions(
-        f_scale=np.float64(f_scale),
-        ftol=np.float64(kwargs.get("ftol", 1e-8)),
-        xtol=np.float64(kwargs.get("xtol", 1e-8)),
-        gtol=np.float64(kwargs.get("gtol", 1e-8)),
-        max_nfev=np.float64(max_nfev),
-        init_damping=np.float64(kwargs.get("init_damping", 1e-3)),
+        f_scale=f_scale,
+        ftol=kwargs.get("ftol", 1e-8),
+        xtol=kwargs.get("xtol", 1e-8),
+        gtol=kwargs.get("gtol", 1e-8),
+        max_nfev=max_nfev,
+        init_damping=kwargs.get("init_damping", 1e-3),
+        points=m,
     )
-    static = (loss, with_fun, chunk_rows)
+    static = (loss, with_fun, chunk_rows, y.size != m)
     program = _PROGRAMS.get((f, jac), static, _compiled_fit)
     bounds = (par.lb, par.ub) if par.bounded else (None, None)
+    options = np.array(options, np.float64)
     out = _unpack(jax.device_get(program(x, y, extras, par.p0, *bounds, options)), n)
     if with_fun:  # the fitted points only
         out["fun"], out["jac"] = out["fun"][:m], out["jac"][:m]
