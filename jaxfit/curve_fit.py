@@ -187,7 +187,9 @@ _SCALARS = ("cost", "nfev", "njev", "status", "full_rank")
 
 
 def _unpack(out, n):
-    """The program's output by name (see the end of :func:`_fit_impl`)."""
+    """The program's output by name (see the end of :func:`_fit_impl`), as
+    NumPy arrays (``np.asarray`` per leaf: ~1 us, ``jax.device_get`` ~13)."""
+    out = {key: np.asarray(value) for key, value in out.items()}
     packed = out.pop("packed")
     out["popt"], out["pcov"] = packed[:n], packed[n : n + n * n].reshape(n, n)
     out.update(zip(_SCALARS, packed[n + n * n :].tolist(), strict=True))
@@ -256,7 +258,7 @@ def _solve(f, jac, info, x, y, extras, par, loss, f_scale, kwargs, with_fun):
     program = _PROGRAMS.get((f, jac), static, _compiled_fit)
     bounds = (par.lb, par.ub) if par.bounded else (None, None)
     options = np.array(options, np.float64)
-    out = _unpack(jax.device_get(program(x, y, extras, par.p0, *bounds, options)), n)
+    out = _unpack(program(x, y, extras, par.p0, *bounds, options), n)
     if with_fun:  # the fitted points only
         out["fun"], out["jac"] = out["fun"][:m], out["jac"][:m]
     return out
