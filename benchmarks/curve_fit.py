@@ -2,7 +2,8 @@
 
 Per size and model: the first call (compilation included; each size is a new
 padding bucket, so it compiles) and the median repeat call, plus a batch of
-independent 100-point fits (jaxfit vmapped vs a SciPy loop), the first call
+independent 100-point fits (jaxfit vmapped vs a SciPy loop), repeat calls
+at small sizes beside the floor (a minimal jitted LM loop), the first call
 of a new process at 1e6 points with JAX's persistent compilation cache empty
 and warm, and the peak memory of one fit at the largest size (each in a
 fresh subprocess, maxrss).
@@ -381,9 +382,86 @@ def first_call_in_new_processes(name, m):
     return {"cold_s": times[0], "warm_s": times[1]}
 
 
+# Repeat calls against SciPy lm: at most 1x from 100 to 1e5 points and
+# 0.25x at 1e6 (a repeat call reuses the compiled program).
+REPEAT_TARGETS = {10**2: 1.0, 10**3: 1.0, 10**4: 1.0, 10**5: 1.0, 10**6: 0.25}
+# Calls per case and round at each small size: ~0.1-0.3 s of SciPy each.
+_CALLS = {10**2: 400, 10**3: 200, 10**4: 40, 10**5: 8}
+
+
+def repeat_calls(sizes, rounds):
+    """Repeat calls of the 3p fit at small sizes, where per-call overheads
+    decide: ``curve_fit``, SciPy ``lm`` and the floor (the minimal jitted
+    LM loop of ``time_to_result.minimal_lm``: no argument checks, status or
+    covariance), each the median of ``_CALLS[m]`` calls in interleaved
+    rounds; ratios are medians of the per-round ratios."""
+    import jax
+    import jax.numpy as jnp
+    import scipy.optimize as so
+    from time_to_result import minimal_lm
+
+    import jaxfit
+
+    _, p0 = MODELS["3p"]
+    fj, fn = model(jnp, "3p"), model(np, "3p")
+    floor = minimal_lm(lambda p, b: fj(b[0], *p) - b[1])
+
+    def floor_call(x, y):
+        with jax.enable_x64(True):
+            return jax.device_get(floor(np.asarray(p0), x, y))
+
+    def calls(x, y):
+        return {
+            "jaxfit": lambda: jaxfit.curve_fit(fj, x, y, p0=p0),
+            "scipy lm": lambda: so.curve_fit(fn, x, y, p0=p0),
+            "minimal LM": lambda: floor_call(x, y),
+        }
+
+    records = []
+    for m in sizes:
+        cases = calls(*data("3p", m))
+        times = {name: [] for name in cases}
+        for _ in range(rounds + 1):  # the first round warms up (compiles)
+            for name, call in cases.items():
+                times[name].append(_timed(call, _CALLS[m])[1])
+        times = {name: t[1:] for name, t in times.items()}
+        records.append(
+            {
+                "m": m,
+                "seconds": {k: _harness.spread(v) for k, v in times.items()},
+                "jaxfit / lm": _harness.paired_ratio(
+                    times["jaxfit"], times["scipy lm"]
+                ),
+                "floor / lm": _harness.paired_ratio(
+                    times["minimal LM"], times["scipy lm"]
+                ),
+            }
+        )
+        print(
+            f"  repeat calls, {m:.0e} points: jaxfit / lm "
+            f"{records[-1]['jaxfit / lm']['median']:.3g}, floor / lm "
+            f"{records[-1]['floor / lm']['median']:.3g}",
+            file=sys.stderr,
+            flush=True,
+        )
+    return records
+
+
 CONFIGS = {
-    "full": {"sizes": [10**3, 10**5, 10**6, 10**7], "repeats": 3, "n_fits": 10_000},
-    "quick": {"sizes": [10**3, 10**5, 10**6], "repeats": 2, "n_fits": 1000},
+    "full": {
+        "sizes": [10**3, 10**5, 10**6, 10**7],
+        "repeats": 3,
+        "n_fits": 10_000,
+        "small": [10**2, 10**3, 10**4, 10**5],
+        "rounds": 7,
+    },
+    "quick": {
+        "sizes": [10**3, 10**5, 10**6],
+        "repeats": 2,
+        "n_fits": 1000,
+        "small": [10**2, 10**3, 10**4],
+        "rounds": 3,
+    },
 }
 CONFIGS["smoke"] = CONFIGS["quick"]
 
@@ -396,7 +474,8 @@ def run_benchmark(config) -> dict:
             r["new_process"] = first_call_in_new_processes(r["model"], r["m"])
     b = batch(config["n_fits"], repeats)
     memory = {w: peak_memory(w, "8p", sizes[-1]) for w in ("jaxfit", "lm", "trf")}
-    return {"sizes": rows, "batch": b, "peak_rss_mib": memory}
+    small = repeat_calls(config["small"], config["rounds"])
+    return {"sizes": rows, "batch": b, "peak_rss_mib": memory, "repeat_calls": small}
 
 
 def report(results) -> str:
@@ -459,7 +538,22 @@ def report(results) -> str:
             if v is not None
         ],
     )
+    small = _harness.markdown_table(
+        ["points", "jaxfit", "scipy lm", "minimal LM", "jaxfit / lm", "floor / lm"],
+        [
+            [
+                f"{r['m']:.0e}",
+                *(ms(r["seconds"][k]["median"]) for k in ("jaxfit", "scipy lm")),
+                ms(r["seconds"]["minimal LM"]["median"]),
+                _harness.format_ratio(r["jaxfit / lm"]),
+                _harness.format_ratio(r["floor / lm"]),
+            ]
+            for r in results.get("repeat_calls", [])
+        ],
+    )
     return (
+        f"repeat calls of the 3p fit, with the floor (a minimal jitted LM "
+        f"loop):\n{small}\n\n"
         f"{sizes}\n\nwhere a first call's time goes (JAX's compile events):\n"
         f"{stages}\n\nfirst call in a new process, 1e6 points (persistent "
         f"cache: cold, warm):\n{new_process}\n"
@@ -482,7 +576,7 @@ def plot(document: dict, path) -> Path:
     each model, and the batch and memory ratios; red ticks: the targets."""
     rows = document["sizes"]
     plt = _harness.pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(17, 4.6), sharey=True)
+    fig, axes = plt.subplots(1, 4, figsize=(22, 4.6), sharey=True)
     for ax, name in zip(axes[:2], MODELS, strict=True):
         chosen = [r for r in rows if r["model"] == name]
         _harness.draw_bars(
@@ -497,9 +591,7 @@ def plot(document: dict, path) -> Path:
             },
             [f"{r['m']:.0e}" for r in chosen],
             targets={
-                "repeat call / scipy lm": [
-                    0.5 if r["m"] == 10**6 else None for r in chosen
-                ],
+                "repeat call / scipy lm": [REPEAT_TARGETS.get(r["m"]) for r in chosen],
                 "first call / scipy lm": [
                     2.0 if r["m"] >= 10**6 else None for r in chosen
                 ],
@@ -538,6 +630,20 @@ def plot(document: dict, path) -> Path:
     axes[2].set_title(
         f"100-point fits batched; memory of one 8p fit, {size:.0e} points"
     )
+    small = document.get("repeat_calls", [])
+    _harness.draw_bars(
+        axes[3],
+        {
+            "jaxfit": [r["jaxfit / lm"]["median"] for r in small],
+            "floor: minimal LM": [r["floor / lm"]["median"] for r in small],
+        },
+        [f"{r['m']:.0e}" for r in small],
+        targets={"jaxfit": [REPEAT_TARGETS.get(r["m"]) for r in small]},
+        lines={"same as scipy lm": 1.0},
+        log=True,
+    )
+    axes[3].set_title("3p model, repeat calls / scipy lm")
+    axes[3].set_xlabel("points")
     fig.suptitle("jaxfit.curve_fit vs scipy.optimize.curve_fit (red ticks: targets)")
     return _harness.save_figure(fig, path)
 
@@ -550,16 +656,29 @@ def headline(document: dict) -> list[dict]:
     """The rows of benchmarks/run.py's combined table, with the issue's targets."""
     row = _harness.headline_row
     rows = []
+    for r in document.get("repeat_calls", []):
+        case = f"3p model, {r['m']:.0e} points, repeat call"
+        target = REPEAT_TARGETS.get(r["m"])
+        rows.append(row(case, "scipy lm", r["jaxfit / lm"], target=target))
+        rows.append(
+            row(
+                f"{case}, the floor: a minimal jitted LM loop",
+                "scipy lm",
+                r["floor / lm"],
+                measured="minimal LM",
+            )
+        )
     for r in document.get("sizes", []):
         if r["m"] < 10**6:
             continue
         case = f"{r['model']} model, {r['m']:.0e} points"
+        target = REPEAT_TARGETS.get(r["m"])
         rows.append(
             row(
                 f"{case}, repeat call",
                 "scipy lm",
                 r["jaxfit_repeat"] / r["scipy_lm"],
-                target=0.5 if r["m"] == 10**6 else None,
+                target=target,
             )
         )
         rows.append(

@@ -128,31 +128,44 @@ def _run_case(driver: str, m: int):
     return lambda: linesearch.make_scipy_solver(problem, 1000)(problem.x0)
 
 
-def _minimal_lm(residual, x, y):
-    """A bare Levenberg-Marquardt ``while_loop``, compiled and run once."""
+def minimal_lm(residual):
+    """A bare Levenberg-Marquardt ``while_loop``, jitted: ``solve(p0, x, y)``.
+
+    The normal equations of ``residual(p, (x, y))``'s ``jacfwd`` Jacobian, a
+    damped solve, the trial cost, accept or reject, one stopping test: the
+    least an iterative autodiff fitter compiles and runs (no covariance, no
+    status, no argument checks).
+    """
     import jax
     import jax.numpy as jnp
 
-    def body(carry):
-        p, damping, k, _ = carry
-        r, J = residual(p, (x, y)), jax.jacfwd(residual)(p, (x, y))
-        A, g = J.T @ J, J.T @ r
-        d = jnp.linalg.solve(A + damping * jnp.diag(jnp.diag(A)), -g)
-        cost, new = 0.5 * r @ r, 0.5 * jnp.sum(residual(p + d, (x, y)) ** 2)
-        ok = new < cost
-        return (
-            jnp.where(ok, p + d, p),
-            jnp.where(ok, damping / 3, damping * 2),
-            k + 1,
-            ok & (cost - new <= 1e-8 * cost),
-        )
+    def solve(p, x, y):
+        def body(carry):
+            p, damping, k, _ = carry
+            r, J = residual(p, (x, y)), jax.jacfwd(residual)(p, (x, y))
+            A, g = J.T @ J, J.T @ r
+            d = jnp.linalg.solve(A + damping * jnp.diag(jnp.diag(A)), -g)
+            cost, new = 0.5 * r @ r, 0.5 * jnp.sum(residual(p + d, (x, y)) ** 2)
+            ok = new < cost
+            return (
+                jnp.where(ok, p + d, p),
+                jnp.where(ok, damping / 3, damping * 2),
+                k + 1,
+                ok & (cost - new <= 1e-8 * cost),
+            )
 
-    def solve(p):
-        start = (p, 1e-3, 0, False)
+        start = (p, jnp.asarray(1e-3, p.dtype), 0, False)
         return jax.lax.while_loop(lambda c: (c[2] < 400) & ~c[3], body, start)
 
+    return jax.jit(solve)
+
+
+def _minimal_lm(residual, x, y):
+    """:func:`minimal_lm` compiled and run once."""
+    import jax
+
     with jax.enable_x64(True):
-        return jax.block_until_ready(jax.jit(solve)(np.array(P0)))
+        return jax.block_until_ready(minimal_lm(residual)(np.array(P0), x, y))
 
 
 def child(driver: str, m: int) -> None:
