@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -248,6 +250,33 @@ def test_no_recompilation_for_repeats_and_lengths_in_one_bucket(count_compilatio
         fit(97)
     assert counter.count == 0
     np.testing.assert_allclose(popt, [2.0, 0.5], rtol=1e-8)
+
+
+def test_a_padded_fit_equals_the_exact_one_and_a_repeat_reads_no_signature(
+    monkeypatch,
+):
+    """Padding rows are masked inside the program (from the number of real
+    points it is passed): popt, pcov, cost and nfev equal those of the fit
+    at the exact length. A repeat call takes the model's parameter count
+    from a cache instead of inspecting its signature again."""
+    f = lambda x, a, k, c: a * jnp.exp(-k * x) + c
+    x = np.linspace(0, 4, 37)
+    assert jaxfit._fit_data.bucket(37) > 37
+    y = f(x, 2.5, 1.3, 0.5) + 0.01 * np.random.default_rng(3).normal(size=37)
+    fit = functools.partial(
+        jaxfit.curve_fit, f, x, y, p0=[1.0, 1.0, 0.0], return_result=True
+    )
+    padded, exact = fit(), fit(pad=False)
+    np.testing.assert_allclose(padded.popt, exact.popt, rtol=1e-12)
+    np.testing.assert_allclose(padded.pcov, exact.pcov, rtol=1e-9)
+    assert padded.nfev == exact.nfev and padded.fun.shape == (37,)
+    np.testing.assert_allclose(padded.cost, exact.cost, rtol=1e-12)
+
+    def inspected(f):
+        raise AssertionError("the signature was inspected again")
+
+    monkeypatch.setattr(jaxfit._scipy_compat, "_count_params", inspected)
+    np.testing.assert_array_equal(fit().popt, padded.popt)
 
 
 def test_vmapped_solver_fits_many_datasets_at_once():
