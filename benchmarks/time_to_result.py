@@ -16,7 +16,14 @@ interleaved rounds:
 * ``fit_least_squares`` (streamed, batches of 4096 rows) against the same;
 * ``lbfgs`` on Rosenbrock-100 (a jitted ``while_loop``, as
   ``benchmarks/linesearch.py`` runs it) against SciPy's L-BFGS-B with a
-  jitted JAX gradient (whose compile is part of its time too).
+  jitted JAX gradient (whose compile is part of its time too), and against
+  ``optax.lbfgs`` in the same loop;
+* ``chain(clip_by_global_norm, adam)``, 1000 steps in one jitted scan (as
+  ``benchmarks/transforms.py`` runs it), against Optax's chain.
+
+The other benchmarks time their first calls in process (``first_call_s``
+in their JSON); the fresh-process rows of every public entry point are
+here.
 
     python benchmarks/time_to_result.py [--quick]   # = run.py --only time_to_result
 
@@ -42,6 +49,10 @@ CONFIGS = {
     "smoke": {"curve_sizes": (100,), "rounds": 1},
 }
 SOLVE_SIZE = 10_000  # least_squares_solve's data
+# benchmarks/transforms.py's scan: 1000 steps of chain(clip, adam) over
+# 2**16 float32 parameters in 100 leaves, params and state made in the jit.
+CHAIN_STEPS, CHAIN_SIZE, CHAIN_LEAVES = 1000, 2**16, 100
+CHAIN_CASE = f"chain(clip, adam), {CHAIN_LEAVES} leaves, {CHAIN_STEPS} steps"
 STREAM_SIZE = 1_000_000  # fit_least_squares' data
 P0 = (1.0, 1.0, 0.0)
 # (case, measured, competitor, sizes key or fixed size, target)
@@ -52,6 +63,8 @@ PAIRS = (
     ("least_squares_solve", "jaxfit least_squares_solve", "scipy lm", SOLVE_SIZE, None),
     ("fit_least_squares", "jaxfit fit_least_squares", "scipy lm", STREAM_SIZE, None),
     ("lbfgs, rosenbrock-100", "jaxfit lbfgs", "scipy L-BFGS-B", 0, None),
+    ("lbfgs, rosenbrock-100", "jaxfit lbfgs", "optax lbfgs", 0, None),
+    (CHAIN_CASE, "jaxfit chain", "optax chain", 0, None),
 )
 # curve_fit at 1e6 points: the issue's target against SciPy.
 SCIPY_TARGET_AT = {1_000_000: 1.0}
@@ -117,11 +130,18 @@ def _run_case(driver: str, m: int):
         return lambda: scipy.optimize.least_squares(
             numpy_residual, np.array(P0), method="lm"
         )
+    if driver.endswith(" chain"):
+        import transforms
+
+        variant = transforms.VARIANTS[driver.split()[0]]
+        shapes = transforms.leaf_shapes(CHAIN_SIZE, CHAIN_LEAVES)
+        run = transforms.jit_scan(variant, variant.make_tx(), shapes, CHAIN_STEPS)
+        return lambda: jax.block_until_ready(run(np.float32(0.5)))
     import linesearch
 
     problem = linesearch.PROBLEMS["rosenbrock-100"]
-    if driver == "jaxfit lbfgs":
-        method = linesearch.METHODS["jaxfit lbfgs"]
+    if driver in ("jaxfit lbfgs", "optax lbfgs"):
+        method = linesearch.METHODS[driver]
         return lambda: jax.block_until_ready(
             linesearch.make_jax_solver(method, problem, 1000)(problem.x0)
         )
