@@ -106,12 +106,26 @@ class SolveOptions(NamedTuple):
 
 
 def _fit_impl(
-    model, loss, jac, with_fun, chunk_rows, padded, x, y, extras, p0, lo, hi, options
+    model,
+    loss,
+    jac,
+    with_fun,
+    chunk_rows,
+    padded,
+    method,
+    x,
+    y,
+    extras,
+    p0,
+    lo,
+    hi,
+    options,
 ):
     """The compiled body of ``curve_fit`` (one program per model and bucket).
 
     ``options`` is a :class:`SolveOptions` packed in one array; where
-    ``padded``, rows from ``options.points`` on are masked out. With
+    ``padded``, rows from ``options.points`` on are masked out. ``method``
+    is the engine's (``"lm"``, or ``"tr"`` for the retry). With
     ``chunk_rows`` (a 1-D ``x`` and a pointwise model) the normal equations
     and the covariance's ``R`` are accumulated over row blocks, so no
     ``m x n`` Jacobian is ever formed.
@@ -146,6 +160,7 @@ def _fit_impl(
         init_damping=init_damping,
         jac=jac_u,
         chunk_rows=chunk_rows,
+        method=method,
     )
     popt = _to_external(sol.params, lo, hi)
 
@@ -230,8 +245,8 @@ class CurveFitResult(NamedTuple):
 _PROGRAMS = CallableCache()
 
 
-def _compiled_fit(f, jac, loss, with_fun, chunk_rows, padded):
-    static = (f, loss, jac, with_fun, chunk_rows, padded)
+def _compiled_fit(f, jac, loss, with_fun, chunk_rows, padded, method):
+    static = (f, loss, jac, with_fun, chunk_rows, padded, method)
     return jax.jit(functools.partial(_fit_impl, *static))
 
 
@@ -244,7 +259,8 @@ def _solve(f, jac, info, x, y, extras, par, loss, f_scale, kwargs, with_fun):
         kwargs.get("chunk_rows"), info.pointwise, x, extras
     )
     # leastsq's maxfev=0 means the default, as in SciPy.
-    max_nfev = kwargs.get("max_nfev") or kwargs.get("maxfev") or 100 * (n + 1)
+    budget = kwargs.get("max_nfev") or kwargs.get("maxfev")
+    max_nfev = budget or 100 * (n + 1)
     options = SolveOptions(
         f_scale=f_scale,
         ftol=kwargs.get("ftol", 1e-8),
@@ -255,12 +271,24 @@ def _solve(f, jac, info, x, y, extras, par, loss, f_scale, kwargs, with_fun):
         points=m,
     )
     static = (loss, with_fun, chunk_rows, y.size != m)
-    program = _PROGRAMS.get((f, jac), static, _compiled_fit)
     bounds = (par.lb, par.ub) if par.bounded else (None, None)
-    options = np.array(options, np.float64)
-    out = _unpack(program(x, y, extras, par.p0, *bounds, options), n)
+    args = (x, y, extras, par.p0, *bounds, np.array(options, np.float64))
+    out = _unpack(_PROGRAMS.get((f, jac), (*static, "lm"), _compiled_fit)(*args), n)
+    if out["status"] == 0 and not budget:
+        out = _retry(f, jac, static, args, out, n)
     if with_fun:  # the fitted points only
         out["fun"], out["jac"] = out["fun"][:m], out["jac"][:m]
+    return out
+
+
+def _retry(f, jac, static, args, lm, n):
+    """LM ran out of its default budget: the same fit from ``p0`` by the
+    trust region (compiled only now), with as many evaluations again, so
+    the two spend SciPy's default for ``curve_fit``, ``200 * (n + 1)``.
+    Its result stands, the evaluations of both counted."""
+    out = _unpack(_PROGRAMS.get((f, jac), (*static, "tr"), _compiled_fit)(*args), n)
+    out["nfev"] += lm["nfev"]
+    out["njev"] += lm["njev"]
     return out
 
 
@@ -361,7 +389,9 @@ def curve_fit(
       loss, f_scale: robust loss as SciPy's ``least_squares``, any method.
       return_result: return a :class:`CurveFitResult` instead (keyword only).
       **kwargs: ``ftol``, ``xtol``, ``gtol`` (default 1e-8), ``max_nfev`` or
-        ``maxfev`` (0: the default ``100 * (n + 1)``), ``init_damping``,
+        ``maxfev`` (0 or None: the default, SciPy's ``200 * (n + 1)``: LM
+        gets half, and if it runs out a trust region retries from ``p0``
+        with the other half; a budget given is LM's alone), ``init_damping``,
         ``pad`` (default True), ``chunk_rows`` (default: row blocks of 65536
         from 2**20 points of a pointwise model; 0 turns them off).
 

@@ -529,6 +529,99 @@ def test_gauss_newton_many_equals_one_at_a_time():
         assert int(many.nfev[i]) == int(one.nfev)
 
 
+# --- the trust region: the step, the radius, every driver -------------------
+
+
+def test_trust_region_step_is_gauss_newton_inside_and_on_the_boundary_outside():
+    steps = jaxfit.least_squares.steps
+    rng = np.random.default_rng(4)
+    J = rng.normal(size=(12, 3)) * np.array([1.0, 30.0, 0.02])  # badly scaled
+    A, g = jnp.asarray(J.T @ J), jnp.asarray(J.T @ rng.normal(size=12))
+    zero, norms2 = jnp.zeros(3), jnp.diag(A)
+    gauss_newton = -np.linalg.solve(J.T @ J, np.asarray(g))
+    length = lambda step: float(jnp.linalg.norm(jnp.sqrt(norms2) * step))
+    with jax.enable_x64(True):
+        step, scale = steps.tr_proposal(A, g, 1e6, zero, norms2)
+        np.testing.assert_allclose(step, gauss_newton, rtol=1e-10)
+        np.testing.assert_array_equal(scale, norms2)
+        radius = 0.1 * length(gauss_newton)
+        step, _ = steps.tr_proposal(A, g, radius, zero, norms2)
+    # On the boundary, and the damped step (J^T J + lam D^2) d = -g there.
+    np.testing.assert_allclose(length(step), radius, rtol=1e-10)
+    lam = -(np.asarray(g) + np.asarray(A) @ step) / (np.asarray(norms2) * step)
+    np.testing.assert_allclose(lam, lam[0], rtol=1e-6)
+    assert lam[0] > 0
+
+
+@pytest.mark.parametrize(
+    ("new_cost", "accepted", "radius"),
+    [(9.0, True, 2.0), (9.9, True, 0.25), (10.5, False, 0.25)],
+)
+def test_trust_region_judgement_follows_scipy_trf(new_cost, accepted, radius):
+    """A boundary step (``||D d|| = 1``) predicted to lower the cost by 0.75:
+    a ratio over 3/4 doubles the radius, one under 1/4 (or a rise) makes it
+    a quarter of the step; any fall in cost is taken."""
+    steps = jaxfit.least_squares.steps
+    A, g = jnp.eye(2), jnp.array([-1.0, -1.0])
+    step, scale = jnp.array([0.5, 0.5]), jnp.full(2, 2.0)
+    judged = steps.tr_judgement(10.0, new_cost, step, g, 1.0, scale, 2.0, None, A)
+    actual, predicted, ratio, took, new_radius, _ = map(float, judged)
+    assert predicted == pytest.approx(0.75)
+    assert ratio == pytest.approx((10.0 - new_cost) / 0.75)
+    assert bool(took) is accepted and actual == pytest.approx(10.0 - new_cost)
+    assert new_radius == pytest.approx(radius)
+
+
+@pytest.mark.parametrize("p0", [0.4, 3.0])
+def test_trust_region_runs_in_the_loop_and_the_streamed_driver_alike(p0):
+    data = (_EXP_X, _EXP_Y)
+    solved = jaxfit.least_squares_solve(
+        _exp_residual, jnp.array([p0]), data, method="tr"
+    )
+    streamed = jaxfit.fit_least_squares(
+        _exp_residual, jnp.array([p0]), data, batch_size=10, method="tr",
+        progress=False,
+    )  # fmt: skip
+    np.testing.assert_allclose(solved.params, [0.5], rtol=1e-6)
+    np.testing.assert_allclose(streamed.params, solved.params, rtol=1e-6)
+    assert int(solved.status) > 0 and streamed.status > 0
+    # The same steps: each accepted one is one Jacobian in the loop and one
+    # pass for the normal equations in the streamed driver.
+    assert int(solved.njev) + 1 == streamed.njev
+
+
+# NIST StRD MGH10 (Meyer): data and certified values.
+_MGH10_X = np.arange(50.0, 126.0, 5.0)
+_MGH10_Y = np.array(
+    [34780.0, 28610.0, 23650.0, 19630.0, 16370.0, 13720.0, 11540.0, 9744.0,
+     8261.0, 7030.0, 6005.0, 5147.0, 4427.0, 3820.0, 3307.0, 2872.0]
+)  # fmt: skip
+_MGH10_OPTIMUM = [5.6096364710e-03, 6.1813463463e03, 3.4522363462e02]
+
+
+def _mgh10(x, b1, b2, b3):
+    return b1 * jnp.exp(b2 / (x + b3))
+
+
+def test_curve_fit_retries_with_the_trust_region_when_lm_runs_out():
+    """From NIST's start 1 LM creeps along MGH10's curved valley and spends
+    its 400 evaluations; the trust region, from p0 with as many more (SciPy's
+    default budget, 200 (n + 1), in all), reaches the certified optimum."""
+    start = [2.0, 400000.0, 25000.0]
+    fit = jaxfit.curve_fit(_mgh10, _MGH10_X, _MGH10_Y, p0=start, return_result=True)
+    np.testing.assert_allclose(fit.popt, _MGH10_OPTIMUM, rtol=1e-6)
+    assert 400 < fit.nfev <= 800 and fit.success
+    # A budget the user gives is LM's alone, as SciPy's maxfev.
+    with pytest.raises(RuntimeError, match="maximum number of function"):
+        jaxfit.curve_fit(_mgh10, _MGH10_X, _MGH10_Y, p0=start, maxfev=400)
+    # A fit LM finishes has no retry: NIST's start 2 in LM's evaluations.
+    near = jaxfit.curve_fit(
+        _mgh10, _MGH10_X, _MGH10_Y, p0=[0.02, 4000.0, 250.0], return_result=True
+    )
+    np.testing.assert_allclose(near.popt, _MGH10_OPTIMUM, rtol=1e-6)
+    assert near.nfev <= 400
+
+
 def test_every_result_speaks_one_vocabulary():
     x = np.linspace(0.0, 1.0, 20)
     y = 2.0 * np.exp(-1.5 * x)

@@ -92,9 +92,12 @@ def least_squares_solve(
         SciPy's budget with an exact Jacobian.
       init_damping, jacobian_mode, jac, chunk_rows: as
         :func:`jaxfit.scale_by_levenberg_marquardt`.
-      method: ``"lm"`` (Levenberg-Marquardt) or ``"gn"`` (undamped
+      method: ``"lm"`` (Levenberg-Marquardt), ``"gn"`` (undamped
         Gauss-Newton: every step with a finite cost is taken, so it may
-        climb; fast on well-posed problems started near the optimum).
+        climb; fast on well-posed problems started near the optimum) or
+        ``"tr"`` (a trust region on ``||D d||`` with SciPy ``trf``'s radius
+        update; ``curve_fit`` retries with it when LM runs out of
+        evaluations).
 
     Returns:
       A :class:`LeastSquaresSolution`.

@@ -10,8 +10,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-# Every driver runs either: Levenberg-Marquardt, or plain Gauss-Newton.
-METHODS = ("lm", "gn")
+# Every driver runs any of: Levenberg-Marquardt, plain Gauss-Newton, or a
+# trust region (``curve_fit``'s retry when LM runs out of evaluations).
+METHODS = ("lm", "gn", "tr")
 
 
 # Up to this many params the SPD solve is an unrolled Cholesky. Its size
@@ -215,20 +216,108 @@ def gn_judgement(cost, new_cost, step, gradient, damping, scale, nu, x):
     return actual, predicted, ratio, jnp.isfinite(new_cost), damping, nu
 
 
+def initial_radius(x, scale, column_norms2):
+    """The trust region's first radius: ``||D x0||`` (1 at ``x0 = 0``), as
+    SciPy's ``trf`` with ``x_scale='jac'``; ``D`` is Marquardt's scale."""
+    d = jnp.sqrt(marquardt_scale(scale, column_norms2))
+    radius = jnp.linalg.norm(d * x)
+    return jnp.where(radius > 0, radius, 1.0)
+
+
+# Bisection steps on log(lambda) for the step on the trust region's boundary
+# over lambda in [1e-300, 1] x its upper bound: 100 halve the log-width of
+# ~690 to under 1e-27 (each step is a few n-vector operations).
+_RADIUS_BISECTIONS = 100
+
+
+def tr_proposal(hessian, gradient, radius, scale, column_norms2):
+    """The trust-region step and the updated Marquardt scale.
+
+    Minimises the linear model ``g.d + d.(J^T J) d / 2`` subject to
+    ``||D d|| <= radius``: the minimum-norm Gauss-Newton step where it lies
+    inside, else the damped step ``-(J^T J + lambda D^2)^-1 g`` whose scaled
+    length is the radius, ``lambda`` found by bisection on the eigenvalues
+    of the scaled ``J^T J`` (as SciPy's ``trf`` solves it on the SVD of
+    ``J``). Tied columns are separated by :func:`break_ties`.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxfit
+      >>> A, g = jnp.diag(jnp.array([4.0, 1.0])), jnp.array([-4.0, -1.0])
+      >>> steps = jaxfit.least_squares.steps
+      >>> step, scale = steps.tr_proposal(A, g, 10.0, jnp.zeros(2), jnp.diag(A))
+      >>> step.round(4)  # the Gauss-Newton step, inside the region
+      Array([1., 1.], dtype=float32)
+      >>> step, _ = steps.tr_proposal(A, g, 1.0, jnp.zeros(2), jnp.diag(A))
+      >>> round(float(jnp.linalg.norm(jnp.sqrt(scale) * step)), 4)
+      1.0
+    """
+    scale = marquardt_scale(scale, column_norms2)
+    d = jnp.sqrt(scale)
+    w, v = jnp.linalg.eigh(hessian / (d[:, None] * d[None, :]))
+    w = jnp.maximum(w, 0.0)
+    c = v.T @ (gradient / d)
+    tiny = jnp.finfo(w.dtype).eps * w[-1] * w.size
+    inverse = jnp.where(w > tiny, 1.0 / jnp.where(w > tiny, w, 1.0), 0.0)
+    inside = jnp.linalg.norm(c * inverse) <= radius
+    length = lambda lam: jnp.linalg.norm(c / (w + lam))
+    # The scaled step's length falls from that of the Gauss-Newton step to
+    # 0 as lambda grows; it is at most the radius at lambda = hi.
+    hi = jnp.linalg.norm(c) / radius
+
+    def bisect(_, bracket):
+        lo, hi = bracket
+        mid = jnp.sqrt(lo) * jnp.sqrt(hi)  # lo * hi would underflow
+        outside = length(mid) > radius
+        return jnp.where(outside, mid, lo), jnp.where(outside, hi, mid)
+
+    _, lam = jax.lax.fori_loop(0, _RADIUS_BISECTIONS, bisect, (1e-300 * hi, hi))
+    p = -(v @ jnp.where(inside, c * inverse, c / (w + lam)))
+    return break_ties(p / d, hessian), scale
+
+
+def tr_judgement(cost, new_cost, step, gradient, radius, scale, nu, x, hessian):
+    """``(actual, predicted, ratio, accepted, radius, nu)`` of a trust-region
+    trial, with SciPy ``trf``'s radius update: a quarter of the step's
+    scaled length where ``ratio < 1/4``, doubled where ``ratio > 3/4`` and
+    the step reached the boundary. A step that lowers the cost is taken."""
+    del x
+    actual = cost - new_cost
+    predicted = -(jnp.dot(gradient, step) + 0.5 * jnp.dot(step, hessian @ step))
+    ratio = jnp.where(predicted > 0, actual / predicted, -jnp.inf)
+    ratio = jnp.where(jnp.isfinite(new_cost), ratio, -jnp.inf)
+    length = jnp.linalg.norm(jnp.sqrt(scale) * step)
+    boundary = length >= 0.95 * radius
+    radius = jnp.where(
+        ratio < 0.25,
+        0.25 * length,
+        jnp.where((ratio > 0.75) & boundary, 2 * radius, radius),
+    )
+    accepted = (actual > 0) & jnp.isfinite(new_cost)
+    return actual, predicted, ratio, accepted, radius, nu
+
+
 def propose(method, hessian, gradient, damping, scale, column_norms2):
     """``method``'s trial step and the updated Marquardt scale.
 
     One signature for every method, so a driver names the method and no
-    more: ``"lm"`` is :func:`lm_proposal`, ``"gn"`` :func:`gn_proposal`
-    (which keeps the scale only for the gain ratio's bookkeeping).
+    more: ``"lm"`` is :func:`lm_proposal`, ``"tr"`` :func:`tr_proposal`
+    (``damping`` is the radius), ``"gn"`` :func:`gn_proposal` (which keeps
+    the scale only for the gain ratio's bookkeeping).
     """
     if method == "lm":
         return lm_proposal(hessian, gradient, damping, scale, column_norms2)
+    if method == "tr":  # ``damping`` holds the radius
+        return tr_proposal(hessian, gradient, damping, scale, column_norms2)
     return gn_proposal(hessian, gradient), marquardt_scale(scale, column_norms2)
 
 
-def judge(method, cost, new_cost, step, gradient, damping, scale, nu, x):
-    """``method``'s judgement of a trial step: :func:`lm_judgement` or
-    :func:`gn_judgement`."""
+def judge(method, cost, new_cost, step, gradient, damping, scale, nu, x, hessian):
+    """``method``'s judgement of a trial step: :func:`lm_judgement`,
+    :func:`gn_judgement` or :func:`tr_judgement` (the only one that reads
+    ``hessian``, ``J^T J`` at ``x``, for the model's predicted reduction)."""
+    if method == "tr":
+        return tr_judgement(
+            cost, new_cost, step, gradient, damping, scale, nu, x, hessian
+        )
     judgement = lm_judgement if method == "lm" else gn_judgement
     return judgement(cost, new_cost, step, gradient, damping, scale, nu, x)

@@ -170,12 +170,13 @@ def _check_finite_data(source, batch_size, k):
                 )
 
 
-def _judge(method, cost, new_cost, step, gradient, damping, scale, nu, x, tols):
+def _judge(method, cost, new_cost, step, normal, damping, scale, nu, x, tols):
     """The engine's judgement of a trial and the stopping tests, in one
     program: ``((actual, predicted, ratio, accepted, damping, nu, status),
-    (cost, grad_norm, step_norm))``."""
+    (cost, grad_norm, step_norm))``; ``normal`` is ``(J^T J, J^T r)``."""
+    hessian, gradient = normal
     actual, predicted, ratio, accepted, damping, nu = _steps.judge(
-        method, cost, new_cost, step, gradient, damping, scale, nu, x
+        method, cost, new_cost, step, gradient, damping, scale, nu, x, hessian
     )
     grad_norm, step_norm = jnp.max(jnp.abs(gradient)), jnp.linalg.norm(step)
     diverged = ~accepted if method == "gn" else False
@@ -246,7 +247,8 @@ def fit_least_squares(
         datasets), an ``.npz``/``.h5`` path, or a re-iterable of batches.
       batch_size: rows per scanned batch (for an iterable, default the first
         batch's size).
-      method: ``'lm'`` (Levenberg-Marquardt) or ``'gn'`` (Gauss-Newton).
+      method: ``'lm'`` (Levenberg-Marquardt), ``'gn'`` (Gauss-Newton) or
+        ``'tr'`` (a trust region on ``||D d||``, SciPy ``trf``'s update).
       loss, f_scale: robust loss, as :func:`jaxfit.residual_loss`.
       max_iterations: the most outer iterations (trial steps).
       ftol, xtol, gtol: SciPy's tolerances (>= 0).
@@ -450,20 +452,23 @@ def _iterate(passes, x, normal, method, tolerances, init_damping, max_iterations
     """Steps of ``method`` from ``x`` until a stopping test holds: the final
     ``(x, cost, J^T J, (iterations, nfev, njev, status), history)``.
 
-    LM judges its trial on a cost-only pass and forms the new normal
-    equations only for an accepted step; Gauss-Newton's trial pass forms
-    them at once (its step is taken whenever the cost is finite).
+    LM and the trust region judge their trial on a cost-only pass and form
+    the new normal equations only for an accepted step; Gauss-Newton's
+    trial pass forms them at once (its step is taken whenever the cost is
+    finite).
     """
     cost, hessian, gradient, norms2 = normal
     dtype = x.dtype
-    damping = jnp.asarray(init_damping if method == "lm" else 0.0, dtype)
     nu, scale = jnp.asarray(2.0, dtype), jnp.zeros(x.size, dtype)
+    damping = jnp.asarray(init_damping if method == "lm" else 0.0, dtype)
+    if method == "tr":  # the radius
+        damping = _steps.initial_radius(x, scale, norms2).astype(dtype)
     history: dict[str, list] = {name: [] for name in _HISTORY}
     status, iterations, nfev, njev = 0, 0, 1, 1
     while iterations < max_iterations:
         iterations += 1
         step, scale = _PROPOSE[method](hessian, gradient, damping, scale, norms2)
-        if method == "lm":
+        if method != "gn":
             trial = None
             new_cost = passes.cost(x + step)
         else:
@@ -471,8 +476,9 @@ def _iterate(passes, x, normal, method, tolerances, init_damping, max_iterations
             new_cost, njev = trial[0], njev + 1
         nfev += 1
         judged, values = _JUDGE[method](
-            cost, new_cost, step, gradient, damping, scale, nu, x, tolerances
-        )
+            cost, new_cost, step, (hessian, gradient), damping, scale, nu, x,
+            tolerances,
+        )  # fmt: skip
         _, _, ratio, accepted, new_damping, nu, status = judged
         accepted, status = bool(accepted), int(status)
         for name, value in zip(_HISTORY, (*values, ratio, damping), strict=False):

@@ -246,9 +246,11 @@ def damped_least_squares(
 
     ``method="lm"`` is :func:`scale_by_levenberg_marquardt`. ``"gn"`` takes
     the Gauss-Newton step instead and accepts it whenever the new cost is
-    finite, with the same state and diagnostics (actual and predicted
-    reductions, ``nfev``): what the on-device loop of
-    :func:`jaxfit.least_squares_solve` drives for either method.
+    finite; ``"tr"`` takes the step within a trust region on ``||D d||``
+    (SciPy ``trf``'s radius update; ``state.damping`` holds the radius, its
+    start ``||D x0||``; dense ``J^T J`` always). All three keep the same
+    state and diagnostics (actual and predicted reductions, ``nfev``): what
+    the on-device loop of :func:`jaxfit.least_squares_solve` drives.
     """
     if method not in _steps.METHODS:
         raise ValueError(f"`method` must be one of {_steps.METHODS!r}, got {method!r}")
@@ -290,9 +292,8 @@ def damped_least_squares(
             raise ValueError("scale_by_levenberg_marquardt needs `params` in update")
         flat, unravel, flat_fn = _ne.flat_problem(residual_fn, params, batch)
         dtype = flat.dtype
-        mode = (
-            "dense" if chunk_rows else _ne.mode_for(flat, flat_fn, jacobian_mode, jac)
-        )
+        dense = chunk_rows or method == "tr"  # a trust region needs J^T J
+        mode = "dense" if dense else _ne.mode_for(flat, flat_fn, jacobian_mode, jac)
         if mode == "matrix_free":
             cost, normal_matvec, g = _ne.matrix_free(flat_fn, flat, loss, f_scale)
             scale = jnp.ones_like(flat)
@@ -312,6 +313,9 @@ def damped_least_squares(
             fresh = ~reuse
             normal_matvec = lambda v: A @ v
         damping = state.damping
+        if method == "tr":  # the radius, from the start's scale on the first step
+            first = _steps.initial_radius(flat, state.scale, column_norms2)
+            damping = jnp.where(state.valid, damping, first.astype(dtype))
         if mode == "matrix_free":
             # Gauss-Newton: no damping term (CG gives a least-norm step).
             shift = damping * scale if method == "lm" else 0.0
@@ -326,8 +330,9 @@ def damped_least_squares(
             residual_fn, unravel, flat + step, batch, loss, f_scale, chunk_rows
         ).astype(dtype)
         actual, predicted, ratio, accepted, new_damping, new_nu = _steps.judge(
-            method, cost, new_cost, step, g, damping, scale, state.nu, flat
-        )
+            method, cost, new_cost, step, g, damping, scale, state.nu, flat,
+            None if mode == "matrix_free" else A,
+        )  # fmt: skip
         new_nu = new_nu.astype(dtype)
         # A first call counts the residual evaluated with the Jacobian.
         nfev = state.nfev + 1 + jnp.where(state.valid, 0, 1).astype(jnp.int32)
