@@ -515,15 +515,16 @@ def test_a_diverging_gauss_newton_step_stops_at_the_last_finite_point():
     np.testing.assert_allclose(lm.params, [0.5], rtol=1e-6)
 
 
-def test_gauss_newton_many_equals_one_at_a_time():
+@pytest.mark.parametrize("method", ["gn", "tr"])
+def test_solve_many_equals_one_at_a_time_for_every_method(method):
     ys = np.stack([_EXP_Y, np.exp(0.3 * _EXP_X)])
     many = jaxfit.least_squares_solve_many(
         _exp_residual, jnp.full((2, 1), 0.4), (np.stack([_EXP_X] * 2), ys),
-        method="gn",
+        method=method,
     )  # fmt: skip
     for i, y in enumerate(ys):
         one = jaxfit.least_squares_solve(
-            _exp_residual, jnp.array([0.4]), (_EXP_X, y), method="gn"
+            _exp_residual, jnp.array([0.4]), (_EXP_X, y), method=method
         )
         np.testing.assert_allclose(many.params[i], one.params, rtol=1e-6)
         assert int(many.nfev[i]) == int(one.nfev)
