@@ -477,20 +477,27 @@ def _exp_residual(p, b):
     return jnp.exp(p[0] * b[0]) - b[1]
 
 
-@pytest.mark.parametrize("p0", [0.4, 3.0])
-def test_gauss_newton_runs_in_the_loop_and_the_streamed_driver_alike(p0):
+def _fit_in_both_drivers(method, p0):
+    """``method`` from ``p0`` in the on-device loop and the streamed driver,
+    both at the optimum: ``(solved, streamed)``."""
     data = (_EXP_X, _EXP_Y)
     solved = jaxfit.least_squares_solve(
-        _exp_residual, jnp.array([p0]), data, method="gn"
+        _exp_residual, jnp.array([p0]), data, method=method
     )
     streamed = jaxfit.fit_least_squares(
-        _exp_residual, jnp.array([p0]), data, batch_size=10, method="gn",
+        _exp_residual, jnp.array([p0]), data, batch_size=10, method=method,
         progress=False,
     )  # fmt: skip
-    lm = jaxfit.least_squares_solve(_exp_residual, jnp.array([p0]), data)
     np.testing.assert_allclose(solved.params, [0.5], rtol=1e-6)
     np.testing.assert_allclose(streamed.params, solved.params, rtol=1e-6)
     assert int(solved.status) > 0 and streamed.status > 0
+    return solved, streamed
+
+
+@pytest.mark.parametrize("p0", [0.4, 3.0])
+def test_gauss_newton_runs_in_the_loop_and_the_streamed_driver_alike(p0):
+    solved, streamed = _fit_in_both_drivers("gn", p0)
+    lm = jaxfit.least_squares_solve(_exp_residual, jnp.array([p0]), (_EXP_X, _EXP_Y))
     # The same engine counts the same passes in both drivers.
     assert int(solved.nfev) == streamed.nfev
     # Undamped steps: fewer evaluations than LM's from a far start.
@@ -575,17 +582,7 @@ def test_trust_region_judgement_follows_scipy_trf(new_cost, accepted, radius):
 
 @pytest.mark.parametrize("p0", [0.4, 3.0])
 def test_trust_region_runs_in_the_loop_and_the_streamed_driver_alike(p0):
-    data = (_EXP_X, _EXP_Y)
-    solved = jaxfit.least_squares_solve(
-        _exp_residual, jnp.array([p0]), data, method="tr"
-    )
-    streamed = jaxfit.fit_least_squares(
-        _exp_residual, jnp.array([p0]), data, batch_size=10, method="tr",
-        progress=False,
-    )  # fmt: skip
-    np.testing.assert_allclose(solved.params, [0.5], rtol=1e-6)
-    np.testing.assert_allclose(streamed.params, solved.params, rtol=1e-6)
-    assert int(solved.status) > 0 and streamed.status > 0
+    solved, streamed = _fit_in_both_drivers("tr", p0)
     # The same steps: each accepted one is one Jacobian in the loop and one
     # pass for the normal equations in the streamed driver.
     assert int(solved.njev) + 1 == streamed.njev

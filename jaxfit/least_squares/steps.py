@@ -224,9 +224,9 @@ def initial_radius(x, scale, column_norms2):
     return jnp.where(radius > 0, radius, 1.0)
 
 
-# Bisection steps on log(lambda) for the step on the trust region's boundary
-# over lambda in [1e-300, 1] x its upper bound: 100 halve the log-width of
-# ~690 to under 1e-27 (each step is a few n-vector operations).
+# Bisection steps on log(lambda) for the step on the trust region's boundary:
+# 100 halve a log-width of at most ~1400 (float64) to under 1e-27 (each step
+# is a few n-vector operations).
 _RADIUS_BISECTIONS = 100
 
 
@@ -261,17 +261,20 @@ def tr_proposal(hessian, gradient, radius, scale, column_norms2):
     inside = jnp.linalg.norm(c * inverse) <= radius
     length = lambda lam: jnp.linalg.norm(c / (w + lam))
     # The scaled step's length falls from that of the Gauss-Newton step to
-    # 0 as lambda grows; it is at most the radius at lambda = hi.
-    hi = jnp.linalg.norm(c) / radius
+    # 0 as lambda grows; it is at most the radius at lambda = ||c|| / radius.
+    # Bisection on log(lambda) down to the dtype's smallest normal number:
+    # a midpoint sqrt(lo * hi) underflows there and stalls the bracket.
+    log_hi = jnp.log(jnp.linalg.norm(c) / radius)
+    log_lo = jnp.log(jnp.finfo(w.dtype).tiny).astype(w.dtype)
 
     def bisect(_, bracket):
         lo, hi = bracket
-        mid = jnp.sqrt(lo) * jnp.sqrt(hi)  # lo * hi would underflow
-        outside = length(mid) > radius
+        mid = 0.5 * (lo + hi)
+        outside = length(jnp.exp(mid)) > radius
         return jnp.where(outside, mid, lo), jnp.where(outside, hi, mid)
 
-    _, lam = jax.lax.fori_loop(0, _RADIUS_BISECTIONS, bisect, (1e-300 * hi, hi))
-    p = -(v @ jnp.where(inside, c * inverse, c / (w + lam)))
+    _, log_lam = jax.lax.fori_loop(0, _RADIUS_BISECTIONS, bisect, (log_lo, log_hi))
+    p = -(v @ jnp.where(inside, c * inverse, c / (w + jnp.exp(log_lam))))
     return break_ties(p / d, hessian), scale
 
 
