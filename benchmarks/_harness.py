@@ -730,3 +730,20 @@ def run_child(script: str, *args: str) -> dict:
     if output.returncode:
         raise RuntimeError(f"{' '.join(command)} failed:\n{output.stderr[-3000:]}")
     return json.loads(output.stdout.strip().splitlines()[-1])
+
+
+def fresh_process_pair(once, measured: str, competitor: str, rounds: int) -> dict:
+    """``once(driver)`` seconds for two drivers in ``rounds`` interleaved
+    rounds (the competitor first in each): ``measured``, ``competitor``,
+    their spreads and the paired ratio, for a time-to-result record."""
+    times = {measured: [], competitor: []}
+    for _ in range(rounds):
+        for driver in (competitor, measured):
+            times[driver].append(once(driver))
+    return {
+        "measured": measured,
+        "competitor": competitor,
+        "measured_s": spread(times[measured]),
+        "competitor_s": spread(times[competitor]),
+        "ratio": paired_ratio(times[measured], times[competitor]),
+    }

@@ -579,24 +579,14 @@ def time_to_result(config: Config) -> list[dict]:
     records = []
     for key in MODELS:
         for measured, competitor in TTR_PAIRS:
-            times = {measured: [], competitor: []}
-            for _ in range(config.ttr_rounds):
-                for driver in (competitor, measured):
-                    times[driver].append(_ttr_once(key, driver, config))
-            ratio = _harness.paired_ratio(times[measured], times[competitor])
-            records.append(
-                {
-                    "model": key,
-                    "measured": measured,
-                    "competitor": competitor,
-                    "measured_s": _harness.spread(times[measured]),
-                    "competitor_s": _harness.spread(times[competitor]),
-                    "ratio": ratio,
-                }
+            once = lambda driver, key=key: _ttr_once(key, driver, config)
+            pair = _harness.fresh_process_pair(
+                once, measured, competitor, config.ttr_rounds
             )
+            records.append({"model": key, **pair})
             print(
                 f"  time to result {key}, {measured} / {competitor}: "
-                f"{ratio['median']:.3g}",
+                f"{pair['ratio']['median']:.3g}",
                 file=sys.stderr,
                 flush=True,
             )

@@ -205,22 +205,13 @@ def run(config: dict) -> list[dict]:
     for case, measured, competitor, size, target in PAIRS:
         sizes = config["curve_sizes"] if size == "curve" else (size,)
         for m in sizes:
-            times = {measured: [], competitor: []}
-            for _ in range(config["rounds"]):
-                for driver in (competitor, measured):
-                    times[driver].append(_once(driver, m))
+            once = lambda driver, m=m: _once(driver, m)
+            pair = _harness.fresh_process_pair(
+                once, measured, competitor, config["rounds"]
+            )
             if competitor.startswith("scipy curve_fit"):
                 target = SCIPY_TARGET_AT.get(m)
-            record = {
-                "case": case,
-                "points": m,
-                "measured": measured,
-                "competitor": competitor,
-                "measured_s": _harness.spread(times[measured]),
-                "competitor_s": _harness.spread(times[competitor]),
-                "ratio": _harness.paired_ratio(times[measured], times[competitor]),
-                "target": target,
-            }
+            record = {"case": case, "points": m, **pair, "target": target}
             records.append(record)
             print(
                 f"  {case} {m}: {measured} / {competitor} = "

@@ -311,9 +311,7 @@ def prepare_params(f, p0, bounds, method) -> Params:
             # SciPy's call f(x, *p0) fails with Python's TypeError.
             raise TypeError(f"`p0` has {n} values but `f` takes {counts[0]} parameters")
     lb, ub = _bounds(bounds, n)
-    bounded = not _no_bounds(bounds) and bool(
-        np.isfinite(lb).any() or np.isfinite(ub).any()
-    )
+    bounded = bool(np.isfinite(lb).any() or np.isfinite(ub).any())
     if p0 is None:
         p0 = _feasible_start(lb, ub)
     resolved = method or ("trf" if bounded else "lm")

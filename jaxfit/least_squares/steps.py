@@ -216,10 +216,11 @@ def gn_judgement(cost, new_cost, step, gradient, damping, scale, nu, x):
     return actual, predicted, ratio, jnp.isfinite(new_cost), damping, nu
 
 
-def initial_radius(x, scale, column_norms2):
+def initial_radius(x, column_norms2):
     """The trust region's first radius: ``||D x0||`` (1 at ``x0 = 0``), as
-    SciPy's ``trf`` with ``x_scale='jac'``; ``D`` is Marquardt's scale."""
-    d = jnp.sqrt(marquardt_scale(scale, column_norms2))
+    SciPy's ``trf`` with ``x_scale='jac'``; ``D`` is Marquardt's scale at
+    ``x0``, where ``column_norms2`` is ``diag(J^T J)``."""
+    d = jnp.sqrt(marquardt_scale(jnp.zeros_like(column_norms2), column_norms2))
     radius = jnp.linalg.norm(d * x)
     return jnp.where(radius > 0, radius, 1.0)
 

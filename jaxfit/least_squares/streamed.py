@@ -462,7 +462,7 @@ def _iterate(passes, x, normal, method, tolerances, init_damping, max_iterations
     nu, scale = jnp.asarray(2.0, dtype), jnp.zeros(x.size, dtype)
     damping = jnp.asarray(init_damping if method == "lm" else 0.0, dtype)
     if method == "tr":  # the radius
-        damping = _steps.initial_radius(x, scale, norms2).astype(dtype)
+        damping = _steps.initial_radius(x, norms2).astype(dtype)
     history: dict[str, list] = {name: [] for name in _HISTORY}
     status, iterations, nfev, njev = 0, 0, 1, 1
     while iterations < max_iterations:

@@ -242,7 +242,7 @@ def damped_least_squares(
     jac: Callable | None = None,
     chunk_rows: int | None = None,
 ) -> optax.GradientTransformationExtraArgs:
-    """The trial-and-judge transformation behind LM, for either method.
+    """The trial-and-judge transformation behind LM, for each method.
 
     ``method="lm"`` is :func:`scale_by_levenberg_marquardt`. ``"gn"`` takes
     the Gauss-Newton step instead and accepts it whenever the new cost is
@@ -313,8 +313,8 @@ def damped_least_squares(
             fresh = ~reuse
             normal_matvec = lambda v: A @ v
         damping = state.damping
-        if method == "tr":  # the radius, from the start's scale on the first step
-            first = _steps.initial_radius(flat, state.scale, column_norms2)
+        if method == "tr":  # the radius: on the first step, from the start's J
+            first = _steps.initial_radius(flat, column_norms2)
             damping = jnp.where(state.valid, damping, first.astype(dtype))
         if mode == "matrix_free":
             # Gauss-Newton: no damping term (CG gives a least-norm step).
